@@ -1,0 +1,204 @@
+"""The inference path: radiographs in, per-finding probability, heatmap, mask, boxes out.
+
+Every consumer (CLI, ``evaluate``, the Slicer module, benchmarks) goes through
+:class:`Localizer`; none has a private copy of preprocessing, upsampling or the mask
+rule. The network itself is method-specific and hidden behind ``forward(x) ->
+(logits, maps)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.transforms import Compose, NormalizeIntensity, Resize
+
+from .checkpoint import LoadedModel, ModelCard, load_model
+from .errors import CXRWeakLocError
+from .findings import Finding, finding_by_name
+from .masks import Box, MaskRule, apply_mask_rule, mask_boxes, normalize_heatmap
+from .radiograph import Radiograph
+
+__all__ = [
+    "FindingResult",
+    "LocalizationResult",
+    "Localizer",
+    "model_input_transform",
+    "resolve_device",
+    "select_findings",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def model_input_transform(card: ModelCard) -> Compose:
+    """Channel-first [0, 1] image -> network input: resize to the card's size, normalise.
+
+    The training datasets use this same transform, so a model sees at inference
+    exactly what it saw in training.
+    """
+    size = (card.input_size, card.input_size)
+    norm = card.normalization
+    return Compose([
+        Resize(size, mode="bilinear", anti_aliasing=True),
+        NormalizeIntensity(subtrahend=norm["mean"], divisor=norm["std"]),
+    ])
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CXRWeakLocError("--device cuda asked for, but no CUDA GPU is available here")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise CXRWeakLocError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
+
+
+@dataclass
+class FindingResult:
+    """One finding on one radiograph. ``heatmap``/``mask`` are None when not selected."""
+
+    finding: Finding
+    probability: float
+    threshold: float
+    heatmap: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    boxes: list[Box] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.finding.name
+
+    @property
+    def positive(self) -> bool:
+        return self.probability >= self.threshold
+
+    @property
+    def mask_area_px(self) -> int:
+        return 0 if self.mask is None else int(self.mask.sum())
+
+
+@dataclass
+class LocalizationResult:
+    """All findings of one radiograph under one model."""
+
+    model_name: str
+    model_version: str
+    method: str
+    mask_rule: MaskRule
+    findings: list[FindingResult]
+
+    @property
+    def localized(self) -> list[FindingResult]:
+        """The findings that carry a heatmap and a mask (the exported ones)."""
+        return [f for f in self.findings if f.heatmap is not None]
+
+    def get(self, name: str) -> FindingResult:
+        wanted = finding_by_name(name).name
+        for result in self.findings:
+            if result.name == wanted:
+                return result
+        raise KeyError(wanted)
+
+
+def select_findings(selection: str | Sequence[str], card: ModelCard) -> str | list[str]:
+    """Validate ``positive``, ``all`` or finding names against the model's findings."""
+    if isinstance(selection, str) and selection in ("positive", "all"):
+        return selection
+    names = selection.split(",") if isinstance(selection, str) else list(selection)
+    chosen = []
+    for name in (n.strip() for n in names if n.strip()):
+        finding = finding_by_name(name)
+        if finding.name not in card.findings:
+            raise CXRWeakLocError(
+                f"model {card.name} does not know {finding.name} (it knows: "
+                f"{', '.join(card.findings)})"
+            )
+        chosen.append(finding.name)
+    if not chosen:
+        raise CXRWeakLocError("no findings selected")
+    return chosen
+
+
+class Localizer:
+    """Runs one model on batches of radiographs.
+
+    Args:
+        model: a loaded model (see :func:`~CXRWeakLocLib.checkpoint.load_model`).
+        mask_rule: overrides the card's rule (e.g. a threshold slider in Slicer).
+    """
+
+    def __init__(self, model: LoadedModel, mask_rule: MaskRule | None = None) -> None:
+        self.model = model
+        self.card = model.card
+        self.mask_rule = mask_rule or model.card.mask_rule
+        self.transform = model_input_transform(model.card)
+        self.findings = model.card.finding_objects
+
+    @classmethod
+    def from_name(cls, name_or_path: str, device: str = "auto") -> Localizer:
+        """Load a model by name or folder and wrap it."""
+        return cls(load_model(name_or_path, resolve_device(device)))
+
+    def prepare(self, radiograph: Radiograph) -> torch.Tensor:
+        """The network input of one radiograph, ``(1, S, S)``."""
+        return torch.as_tensor(self.transform(radiograph.pixels[np.newaxis]))
+
+    def predict(self, batch: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        """Probabilities ``(B, C)`` and model-space maps ``(B, C, h, w)`` of a prepared batch."""
+        with torch.inference_mode(mode=self.card.method != "gradcam"):
+            logits, maps = self.model.network(batch.to(self.model.device))
+        return torch.sigmoid(logits).float().cpu().numpy(), maps.detach().float().cpu()
+
+    def localize(
+        self,
+        radiographs: Sequence[Radiograph],
+        findings: str | Sequence[str] = "positive",
+    ) -> list[LocalizationResult]:
+        """Localise findings on each radiograph.
+
+        Args:
+            radiographs: images of any size; each result is in its own geometry.
+            findings: ``"positive"`` (above the operating threshold), ``"all"``, or
+                a list of finding names; only these get heatmaps, masks and boxes.
+        """
+        if not radiographs:
+            return []
+        selection = select_findings(findings, self.card)
+        batch = torch.stack([self.prepare(r) for r in radiographs])
+        probabilities, maps = self.predict(batch)
+        return [
+            self._result(radiograph, probs, image_maps, selection)
+            for radiograph, probs, image_maps in zip(radiographs, probabilities, maps, strict=True)
+        ]
+
+    def heatmap(self, maps: torch.Tensor, index: int, size: tuple[int, int]) -> np.ndarray:
+        """One finding's model-space map upsampled to ``size`` and normalised to [0, 1]."""
+        upsampled = torch.nn.functional.interpolate(
+            maps[index][None, None], size=size, mode="bilinear", align_corners=False
+        )[0, 0]
+        return normalize_heatmap(upsampled.numpy())
+
+    def _result(self, radiograph, probs, maps, selection) -> LocalizationResult:
+        results = []
+        for index, finding in enumerate(self.findings):
+            result = FindingResult(finding, float(probs[index]), self.card.threshold(finding.name))
+            wanted = (
+                selection == "all"
+                or (selection == "positive" and result.positive)
+                or (isinstance(selection, list) and finding.name in selection)
+            )
+            if wanted:
+                result.heatmap = self.heatmap(maps, index, radiograph.size)
+                result.mask = apply_mask_rule(result.heatmap, self.mask_rule)
+                result.boxes = mask_boxes(result.mask)
+            results.append(result)
+        return LocalizationResult(
+            self.card.name, self.card.version, self.card.method, self.mask_rule, results
+        )

@@ -1,0 +1,143 @@
+"""From a heatmap to a binary mask and boxes: the named rules every path uses.
+
+``localize``, ``evaluate``, the Slicer module and the benchmarks all turn maps into
+masks through :func:`apply_mask_rule`, with the rule stored in the model card, so
+the mask a user sees is the mask that was measured.
+
+Rules (``MaskRule.name``):
+
+``fraction_of_max``
+    keep pixels whose min-max normalised heatmap is >= ``value`` (0-1).
+``mean_plus_k_std``
+    keep pixels above ``mean + value * std`` of the raw heatmap.
+``otsu``
+    keep pixels above Otsu's threshold of the normalised heatmap (``value`` unused).
+``top_fraction``
+    keep the ``value`` fraction of pixels with the highest heatmap values.
+
+After thresholding, connected regions smaller than ``min_region_fraction`` of the
+largest region are dropped (specks never make a box).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["MaskRule", "Box", "MASK_RULES", "normalize_heatmap", "apply_mask_rule", "mask_boxes"]
+
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+MASK_RULES = ("fraction_of_max", "mean_plus_k_std", "otsu", "top_fraction")
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """A named heatmap-to-mask rule with its parameter (see the module docstring)."""
+
+    name: str = "fraction_of_max"
+    value: float = 0.5
+    min_region_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.name not in MASK_RULES:
+            raise ValueError(f"unknown mask rule {self.name!r} (known: {', '.join(MASK_RULES)})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_value(self, value: float) -> MaskRule:
+        """The same rule with another parameter (the Slicer threshold slider uses this)."""
+        return MaskRule(self.name, float(value), self.min_region_fraction)
+
+    def __str__(self) -> str:
+        return f"{self.name}({self.value:g})"
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in pixel coordinates: columns x0..x1, rows y0..y1 (exclusive)."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def area(self) -> int:
+        return self.width * self.height
+
+    def to_xywh(self) -> list[int]:
+        return [self.x0, self.y0, self.width, self.height]
+
+
+def normalize_heatmap(heatmap: np.ndarray) -> np.ndarray:
+    """Min-max normalise to [0, 1] (a constant map becomes all zeros)."""
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    low, high = float(heatmap.min()), float(heatmap.max())
+    if high - low <= 1e-12:
+        return np.zeros_like(heatmap)
+    return (heatmap - low) / (high - low)
+
+
+def _otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    centers = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(hist)
+    weight_high = weight_low[-1] - weight_low
+    mean_low = np.cumsum(hist * centers) / np.maximum(weight_low, 1)
+    total = (hist * centers).sum()
+    mean_high = (total - np.cumsum(hist * centers)) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(centers[int(np.argmax(between))])
+
+
+def apply_mask_rule(heatmap: np.ndarray, rule: MaskRule) -> np.ndarray:
+    """Binary mask (bool, same shape) of ``heatmap`` under ``rule``."""
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if rule.name == "mean_plus_k_std":
+        mask = heatmap > heatmap.mean() + rule.value * heatmap.std()
+    else:
+        normalized = normalize_heatmap(heatmap)
+        if rule.name == "fraction_of_max":
+            mask = normalized >= rule.value
+        elif rule.name == "otsu":
+            mask = normalized > _otsu_threshold(normalized)
+        else:  # top_fraction
+            cut = np.quantile(normalized, 1.0 - float(np.clip(rule.value, 0.0, 1.0)))
+            mask = normalized >= cut
+        if float(heatmap.max() - heatmap.min()) <= 1e-12:
+            mask = np.zeros_like(mask)
+    return _drop_small_regions(mask, rule.min_region_fraction)
+
+
+def _drop_small_regions(mask: np.ndarray, min_fraction: float) -> np.ndarray:
+    labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    if count <= 1 or min_fraction <= 0:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.flatnonzero(sizes >= min_fraction * sizes.max()) + 1
+    return np.isin(labels, keep)
+
+
+def mask_boxes(mask: np.ndarray) -> list[Box]:
+    """Boxes of the connected regions (8-connectivity) of ``mask``, largest first."""
+    labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    if count == 0:
+        return []
+    sizes = np.bincount(labels.ravel())[1:]
+    slices = ndimage.find_objects(labels)
+    return [
+        Box(slices[i][1].start, slices[i][0].start, slices[i][1].stop, slices[i][0].stop)
+        for i in np.argsort(-sizes, kind="stable")
+    ]

@@ -1,0 +1,365 @@
+"""Reading chest radiographs: every supported format into one :class:`Radiograph`.
+
+Nothing else in the engine parses image files. Every refusal is a
+:class:`~CXRWeakLocLib.errors.RadiographError` whose message names the file and the
+reason on one line.
+
+Pixel convention: ``pixels`` is float32 in [0, 1], rows x columns, in the usual
+display polarity (bone and air bright and dark as a radiologist reads them), i.e.
+DICOM MONOCHROME1 is inverted, modality and VOI LUTs are applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RadiographError
+
+__all__ = [
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "SUPPORTED_SUFFIXES",
+    "Radiograph",
+    "read_radiograph",
+    "find_radiographs",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest image read (pixels); bigger files are refused before decoding, so memory
+#: stays bounded whatever the header claims. 50 MP is well above any detector
+#: (a 43 x 43 cm DR panel at 0.1 mm is 18.5 MP).
+MAX_PIXELS = 50_000_000
+#: Smallest side accepted, in pixels.
+MIN_SIDE = 32
+#: Modalities accepted from DICOM (computed, digital and general radiography,
+#: and secondary captures of radiographs).
+RADIOGRAPH_MODALITIES = {"CR", "DX", "RG", "DR", "OT"}
+SUPPORTED_SUFFIXES = (
+    ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nrrd", ".nhdr", ".nii", ".nii.gz",
+    ".mha", ".mhd",
+)
+_SITK_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
+@dataclass
+class Radiograph:
+    """A 2-D chest radiograph with its geometry and, for DICOM input, its dataset.
+
+    Geometry follows ITK/Slicer (LPS): pixel (i = column, j = row) sits at
+    ``origin + direction @ (i * spacing[0], j * spacing[1], 0)``.
+    """
+
+    pixels: np.ndarray
+    spacing: tuple[float, float] = (1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    spacing_known: bool = False
+    source: Path | None = None
+    dicom: object | None = None  # pydicom.Dataset when read from DICOM
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if self.pixels.ndim != 2:
+            raise ValueError(f"pixels must be 2-D, got shape {self.pixels.shape}")
+        self.pixels = np.ascontiguousarray(self.pixels, dtype=np.float32)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(rows, columns) of the image as stored."""
+        return self.pixels.shape  # type: ignore[return-value]
+
+    @property
+    def stem(self) -> str:
+        """File name without its image suffixes (``a.nii.gz`` -> ``a``)."""
+        if self.source is None:
+            return "radiograph"
+        name = self.source.name
+        for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
+            if name.lower().endswith(suffix):
+                return name[: -len(suffix)]
+        return self.source.stem
+
+    @property
+    def pixel_area_mm2(self) -> float:
+        """Area of one pixel in mm^2 (1.0 when the spacing is unknown)."""
+        return float(self.spacing[0] * self.spacing[1])
+
+
+def read_radiograph(path: str | Path) -> Radiograph:
+    """Read a DICOM, PNG, JPEG, NRRD, NIfTI or MetaImage chest radiograph.
+
+    Raises:
+        RadiographError: with a one-line reason, for anything that is not a readable
+            2-D radiograph (missing, empty, truncated, 3-D, multi-frame, CT/MR, too
+            small or too large, NaN pixels, ...).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RadiographError(f"{path}: no such file")
+    if path.is_dir():
+        raise RadiographError(f"{path}: is a folder, not an image file")
+    try:
+        data_head = path.open("rb").read(132)
+    except OSError as error:
+        raise RadiographError(f"{path}: cannot be read ({error.strerror})") from None
+    if not data_head:
+        raise RadiographError(f"{path}: empty file")
+
+    name = path.name.lower()
+    if data_head[128:132] == b"DICM" or name.endswith((".dcm", ".dicom")):
+        reader = _read_dicom
+    elif data_head.startswith(b"\x89PNG") or data_head.startswith(b"\xff\xd8"):
+        reader = _read_pil
+    elif name.endswith(_SITK_SUFFIXES):
+        reader = _read_sitk
+    elif name.endswith((".png", ".jpg", ".jpeg")):
+        reader = _read_pil
+    else:
+        raise RadiographError(
+            f"{path}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})"
+        )
+    radiograph = reader(path)
+    _check_pixels(path, radiograph.pixels)
+    radiograph.source = path
+    radiograph.sha256 = _sha256(path)
+    return radiograph
+
+
+def find_radiographs(inputs: list[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted list of candidate files.
+
+    Folders contribute files with a supported suffix, and DICOM files without one
+    (detected by the ``DICM`` preamble). Paths given explicitly are kept whatever
+    their suffix, so that a wrong file gets its own error rather than vanishing.
+    """
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            for candidate in sorted(p for p in item.rglob("*") if p.is_file()):
+                if candidate.name.startswith("."):
+                    continue
+                if candidate.name.lower().endswith(SUPPORTED_SUFFIXES) or _has_dicm(candidate):
+                    found.append(candidate)
+        else:
+            found.append(item)
+    return found
+
+
+def _has_dicm(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_size(path: Path, rows: int, columns: int) -> None:
+    if rows * columns > MAX_PIXELS:
+        raise RadiographError(
+            f"{path}: image is {columns}x{rows} pixels, more than the "
+            f"{MAX_PIXELS // 1_000_000}-megapixel limit"
+        )
+    if min(rows, columns) < MIN_SIDE:
+        raise RadiographError(
+            f"{path}: image is {columns}x{rows} pixels, too small for a radiograph "
+            f"(at least {MIN_SIDE}x{MIN_SIDE})"
+        )
+
+
+def _check_pixels(path: Path, pixels: np.ndarray) -> None:
+    if not np.isfinite(pixels).all():
+        raise RadiographError(f"{path}: image contains NaN or infinite values")
+
+
+def _to_unit_range(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    values = values.astype(np.float32, copy=False)
+    if high <= low:
+        return np.zeros_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return values.astype(np.float32)
+    return _to_unit_range(values, float(finite.min()), float(finite.max()))
+
+
+# --- DICOM -------------------------------------------------------------------------
+
+
+def _read_dicom(path: Path) -> Radiograph:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise RadiographError(f"{path}: not a DICOM file (no DICM preamble)") from None
+    except Exception as error:  # truncated or corrupt headers raise many types
+        raise RadiographError(f"{path}: unreadable DICOM ({_one_line(error)})") from None
+
+    modality = str(ds.get("Modality", "")).upper()
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        raise RadiographError(
+            f"{path}: modality {modality} is not a radiograph (expected CR or DX)"
+        )
+    if "PixelData" not in ds:
+        raise RadiographError(f"{path}: DICOM has no pixel data")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise RadiographError(f"{path}: multi-frame DICOM ({frames} frames); one radiograph expected")
+    rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    _check_size(path, rows, columns)
+
+    try:
+        raw = ds.pixel_array
+    except Exception as error:
+        raise RadiographError(f"{path}: cannot decode pixel data ({_one_line(error)})") from None
+    if raw.ndim == 3:  # RGB secondary capture
+        raw = raw[..., :3].mean(axis=-1)
+    pixels = _dicom_display_values(ds, raw)
+
+    spacing, known = _dicom_spacing(ds)
+    return Radiograph(pixels=pixels, spacing=spacing, spacing_known=known, dicom=ds)
+
+
+def _dicom_display_values(ds, raw: np.ndarray) -> np.ndarray:
+    """Modality LUT, then VOI LUT or window, then MONOCHROME1 inversion, to [0, 1]."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    values = apply_modality_lut(raw, ds).astype(np.float64)
+    has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
+    if has_voi:
+        values = apply_voi_lut(values, ds, index=0)
+        if "VOILUTSequence" in ds:
+            bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+            low, high = 0.0, float(2**bits - 1)
+        else:  # windowing maps into the stored-value range
+            bits = int(ds.get("BitsStored", 8))
+            signed = int(ds.get("PixelRepresentation", 0)) == 1
+            low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        pixels = _to_unit_range(values, float(low), float(high))
+    else:
+        pixels = _min_max(values)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        pixels = 1.0 - pixels
+    return pixels
+
+
+def _dicom_spacing(ds) -> tuple[tuple[float, float], bool]:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
+            row_spacing, column_spacing = float(value[0]), float(value[1])
+            return (column_spacing, row_spacing), True
+    return (1.0, 1.0), False
+
+
+# --- PNG / JPEG --------------------------------------------------------------------
+
+
+def _read_pil(path: Path) -> Radiograph:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise RadiographError(
+            f"{path}: image is more than the {MAX_PIXELS // 1_000_000}-megapixel limit"
+        ) from None
+    except UnidentifiedImageError:
+        raise RadiographError(f"{path}: not a PNG or JPEG image") from None
+    except OSError as error:
+        raise RadiographError(f"{path}: unreadable image ({_one_line(error)})") from None
+
+    with image:
+        columns, rows = image.size
+        _check_size(path, rows, columns)
+        if getattr(image, "n_frames", 1) > 1:
+            raise RadiographError(f"{path}: animated/multi-frame image; one radiograph expected")
+        try:
+            image.load()
+        except Exception as error:  # truncated data raises OSError, SyntaxError, ...
+            raise RadiographError(f"{path}: truncated or corrupt image ({_one_line(error)})") from None
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if array.max() <= 65535 else float(array.max())
+            pixels = _to_unit_range(array, 0.0, top)
+        elif image.mode == "F":
+            pixels = _min_max(np.asarray(image, dtype=np.float64))
+        else:
+            grey = image.convert("L") if image.mode != "L" else image
+            pixels = np.asarray(grey, dtype=np.float32) / 255.0
+    return Radiograph(pixels=pixels)
+
+
+# --- NRRD / NIfTI / MetaImage ---------------------------------------------------------
+
+
+def _read_sitk(path: Path) -> Radiograph:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise RadiographError(f"{path}: unreadable image ({_sitk_reason(error)})") from None
+    size = reader.GetSize()
+    if len(size) > 3 or (len(size) == 3 and size[2] > 1):
+        raise RadiographError(
+            f"{path}: {len(size)}-D image of size {'x'.join(map(str, size))}; "
+            "a 2-D radiograph is expected"
+        )
+    _check_size(path, size[1], size[0])
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise RadiographError(f"{path}: unreadable image ({_sitk_reason(error)})") from None
+    array = sitk.GetArrayFromImage(image).astype(np.float64)
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        array = array[..., :3].mean(axis=-1)
+    array = array.reshape(size[1], size[0])
+    if not np.isfinite(array).all():
+        raise RadiographError(f"{path}: image contains NaN or infinite values")
+
+    spacing = image.GetSpacing()
+    origin = tuple(image.GetOrigin()) + (0.0,) * (3 - image.GetDimension())
+    direction = np.eye(3)
+    dim = image.GetDimension()
+    direction[:dim, :dim] = np.asarray(image.GetDirection()).reshape(dim, dim)
+    return Radiograph(
+        pixels=_min_max(array),
+        spacing=(float(spacing[0]), float(spacing[1])),
+        origin=tuple(float(v) for v in origin[:3]),
+        direction=direction,
+        spacing_known=True,
+    )
+
+
+def _sitk_reason(error: RuntimeError) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:200] if text else type(error).__name__

@@ -1,0 +1,55 @@
+"""Shared pytest fixtures: real-data paths (skipped when absent) and a tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from CXRWeakLocLib.checkpoint import ModelCard, save_model
+from CXRWeakLocLib.findings import CHESTXRAY14
+from CXRWeakLocLib.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_path(relative: str) -> Path:
+    """A path under ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return shared_path("fixtures")
+
+
+@pytest.fixture(scope="session")
+def nih_mini() -> Path:
+    return shared_path("nih-mini")
+
+
+def make_tiny_model(folder: Path, method: str = "cam", seed: int = 0) -> Path:
+    """A randomly initialised, tiny, valid model folder (fast on CPU)."""
+    import torch
+
+    torch.manual_seed(seed)
+    card = ModelCard(
+        name=folder.name,
+        method=method,
+        architecture={"backbone": {"name": "resnet10", "width": 0.125}},
+        findings=[f.name for f in CHESTXRAY14],
+        input_size=64,
+        operating_thresholds={f.name: 0.5 for f in CHESTXRAY14},
+        description="random tiny model for tests",
+    )
+    network = build_model({"method": method, **card.architecture}, len(card.findings))
+    return save_model(folder, card, network, overwrite=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-cam")
