@@ -1,0 +1,1 @@
+"""One writer per export format; each takes a LocalizationResult and a Radiograph."""
