@@ -7,6 +7,11 @@ reason on one line.
 Pixel convention: ``pixels`` is float32 in [0, 1], rows x columns, in the usual
 display polarity (bone and air bright and dark as a radiologist reads them), i.e.
 DICOM MONOCHROME1 is inverted, modality and VOI LUTs are applied.
+
+Intensity mapping to [0, 1]: a DICOM window maps its own interval, a VOI LUT
+Sequence maps the range of its entries, colour images map their full bit depth,
+8- and 16-bit PNG/JPEG map their full range, and anything else (DICOM without VOI,
+NRRD/NIfTI/MHA) maps its minimum and maximum.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "Radiograph",
     "read_radiograph",
     "find_radiographs",
+    "file_stem",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +47,9 @@ MIN_SIDE = 32
 #: Modalities accepted from DICOM (computed, digital and general radiography,
 #: and secondary captures of radiographs).
 RADIOGRAPH_MODALITIES = {"CR", "DX", "RG", "DR", "OT"}
+_MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+#: ITU-R 601 luma, the weights PIL's ``convert("L")`` uses.
+_LUMA = np.array([0.299, 0.587, 0.114])
 SUPPORTED_SUFFIXES = (
     ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nrrd", ".nhdr", ".nii", ".nii.gz",
     ".mha", ".mhd",
@@ -78,18 +87,21 @@ class Radiograph:
     @property
     def stem(self) -> str:
         """File name without its image suffixes (``a.nii.gz`` -> ``a``)."""
-        if self.source is None:
-            return "radiograph"
-        name = self.source.name
-        for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
-            if name.lower().endswith(suffix):
-                return name[: -len(suffix)]
-        return self.source.stem
+        return "radiograph" if self.source is None else file_stem(self.source)
 
     @property
     def pixel_area_mm2(self) -> float:
         """Area of one pixel in mm^2 (1.0 when the spacing is unknown)."""
         return float(self.spacing[0] * self.spacing[1])
+
+
+def file_stem(path: Path) -> str:
+    """File name without its image suffixes (``a.nii.gz`` -> ``a``, ``IM0001`` kept)."""
+    name = path.name
+    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
 
 
 def read_radiograph(path: str | Path) -> Radiograph:
@@ -106,7 +118,8 @@ def read_radiograph(path: str | Path) -> Radiograph:
     if path.is_dir():
         raise RadiographError(f"{path}: is a folder, not an image file")
     try:
-        data_head = path.open("rb").read(132)
+        with path.open("rb") as handle:
+            data_head = handle.read(132)
     except OSError as error:
         raise RadiographError(f"{path}: cannot be read ({error.strerror})") from None
     if not data_head:
@@ -126,7 +139,6 @@ def read_radiograph(path: str | Path) -> Radiograph:
             f"{path}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})"
         )
     radiograph = reader(path)
-    _check_pixels(path, radiograph.pixels)
     radiograph.source = path
     radiograph.sha256 = _sha256(path)
     return radiograph
@@ -136,14 +148,15 @@ def find_radiographs(inputs: list[str | Path]) -> list[Path]:
     """Expand files and folders (recursively) into a sorted list of candidate files.
 
     Folders contribute files with a supported suffix, and DICOM files without one
-    (detected by the ``DICM`` preamble). Paths given explicitly are kept whatever
-    their suffix, so that a wrong file gets its own error rather than vanishing.
+    (detected by the ``DICM`` preamble); hidden files and folders are skipped.
+    Paths given explicitly are kept whatever their suffix, so that a wrong file
+    gets its own error rather than vanishing.
     """
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
             for candidate in sorted(p for p in item.rglob("*") if p.is_file()):
-                if candidate.name.startswith("."):
+                if any(part.startswith(".") for part in candidate.relative_to(item).parts):
                     continue
                 if candidate.name.lower().endswith(SUPPORTED_SUFFIXES) or _has_dicm(candidate):
                     found.append(candidate)
@@ -181,23 +194,16 @@ def _check_size(path: Path, rows: int, columns: int) -> None:
         )
 
 
-def _check_pixels(path: Path, pixels: np.ndarray) -> None:
-    if not np.isfinite(pixels).all():
-        raise RadiographError(f"{path}: image contains NaN or infinite values")
-
-
 def _to_unit_range(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    values = values.astype(np.float32, copy=False)
+    """Map [low, high] linearly onto [0, 1], clipping; an empty interval thresholds."""
+    values = np.asarray(values, dtype=np.float64)
     if high <= low:
-        return np.zeros_like(values)
-    return np.clip((values - low) / (high - low), 0.0, 1.0)
+        return (values > low).astype(np.float32)
+    return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
 def _min_max(values: np.ndarray) -> np.ndarray:
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return values.astype(np.float32)
-    return _to_unit_range(values, float(finite.min()), float(finite.max()))
+    return _to_unit_range(values, float(values.min()), float(values.max()))
 
 
 # --- DICOM -------------------------------------------------------------------------
@@ -223,43 +229,97 @@ def _read_dicom(path: Path) -> Radiograph:
         raise RadiographError(f"{path}: DICOM has no pixel data")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
-        raise RadiographError(f"{path}: multi-frame DICOM ({frames} frames); one radiograph expected")
-    rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+        raise RadiographError(
+            f"{path}: multi-frame DICOM ({frames} frames); one radiograph expected"
+        )
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    colour = int(ds.get("SamplesPerPixel", 1) or 1) == 3
+    if photometric not in _MONOCHROME and not colour:
+        raise RadiographError(
+            f"{path}: photometric interpretation {photometric or 'missing'} is not supported"
+        )
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     _check_size(path, rows, columns)
 
     try:
         raw = ds.pixel_array
-    except Exception as error:
+    except Exception as error:  # short pixel data, missing codec, corrupt stream, ...
         raise RadiographError(f"{path}: cannot decode pixel data ({_one_line(error)})") from None
-    if raw.ndim == 3:  # RGB secondary capture
-        raw = raw[..., :3].mean(axis=-1)
-    pixels = _dicom_display_values(ds, raw)
+    if raw.shape[:2] != (rows, columns):
+        raise RadiographError(
+            f"{path}: decoded pixels have shape {raw.shape}, expected {rows}x{columns}"
+        )
+    if colour:  # RGB secondary capture; YBR is converted to RGB by pydicom
+        top = 2 ** int(ds.get("BitsStored", 8)) - 1
+        pixels = _to_unit_range(raw[..., :3] @ _LUMA, 0.0, float(top))
+    else:
+        pixels = _dicom_display_values(path, ds, raw)
+        if photometric == "MONOCHROME1":
+            pixels = 1.0 - pixels
 
     spacing, known = _dicom_spacing(ds)
     return Radiograph(pixels=pixels, spacing=spacing, spacing_known=known, dicom=ds)
 
 
-def _dicom_display_values(ds, raw: np.ndarray) -> np.ndarray:
-    """Modality LUT, then VOI LUT or window, then MONOCHROME1 inversion, to [0, 1]."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+def _dicom_display_values(path: Path, ds, raw: np.ndarray) -> np.ndarray:
+    """Modality LUT (rescale), then VOI LUT or window, to [0, 1].
+
+    An invalid VOI (zero width, unknown function, malformed LUT) is ignored with a
+    warning and the modality values are mapped by their minimum and maximum.
+    """
+    from pydicom.pixels import apply_modality_lut
 
     values = apply_modality_lut(raw, ds).astype(np.float64)
-    has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
-    if has_voi:
-        values = apply_voi_lut(values, ds, index=0)
-        if "VOILUTSequence" in ds:
-            bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-            low, high = 0.0, float(2**bits - 1)
-        else:  # windowing maps into the stored-value range
-            bits = int(ds.get("BitsStored", 8))
-            signed = int(ds.get("PixelRepresentation", 0)) == 1
-            low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-        pixels = _to_unit_range(values, float(low), float(high))
-    else:
-        pixels = _min_max(values)
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        pixels = 1.0 - pixels
-    return pixels
+    try:
+        if ds.get("VOILUTSequence"):
+            return _apply_voi_lut_sequence(values, ds)
+        if "WindowCenter" in ds and "WindowWidth" in ds:
+            return _apply_window(values, ds)
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError,
+            NotImplementedError) as error:
+        logger.warning("%s: ignoring invalid VOI LUT/window (%s)", path, _one_line(error))
+    return _min_max(values)
+
+
+def _apply_voi_lut_sequence(values: np.ndarray, ds) -> np.ndarray:
+    """The first VOI LUT, normalised by the range of its entries.
+
+    Using the entries' range rather than the nominal bit depth of the LUT
+    descriptor copes with the common 16-bit descriptor holding 12-bit data.
+    """
+    from pydicom.pixels import apply_voi
+
+    descriptor = ds.VOILUTSequence[0].LUTDescriptor
+    entries = int(descriptor[0]) or 2**16  # PS3.3 C.11.2.1.1: 0 means 65536 entries
+    first = int(descriptor[1])
+    lut = apply_voi(np.arange(first, first + entries), ds).astype(np.float64)
+    indices = np.clip(np.rint(values) - first, 0, entries - 1).astype(np.intp)
+    return _to_unit_range(lut[indices], float(lut.min()), float(lut.max()))
+
+
+def _apply_window(values: np.ndarray, ds) -> np.ndarray:
+    """The first window (PS3.3 C.11.2.1.2), mapped to [0, 1] rather than a bit range."""
+    center = _first_value(ds, "WindowCenter")
+    width = _first_value(ds, "WindowWidth")
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if function == "LINEAR":
+        if width < 1:
+            raise ValueError(f"window width {width} < 1")
+        low = center - 0.5 - (width - 1) / 2
+        return _to_unit_range(values, low, low + width - 1)
+    if width <= 0:
+        raise ValueError(f"window width {width} <= 0")
+    if function == "LINEAR_EXACT":
+        return _to_unit_range(values, center - width / 2, center + width / 2)
+    if function == "SIGMOID":
+        return (1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))).astype(np.float32)
+    raise ValueError(f"unknown VOI LUT function {function}")
+
+
+def _first_value(ds, keyword: str) -> float:
+    """The first value of a possibly multi-valued numeric DICOM element."""
+    element = ds[keyword]
+    return float(element.value[0] if element.VM > 1 else element.value)
 
 
 def _dicom_spacing(ds) -> tuple[tuple[float, float], bool]:
@@ -298,13 +358,12 @@ def _read_pil(path: Path) -> Radiograph:
         try:
             image.load()
         except Exception as error:  # truncated data raises OSError, SyntaxError, ...
-            raise RadiographError(f"{path}: truncated or corrupt image ({_one_line(error)})") from None
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            raise RadiographError(
+                f"{path}: truncated or corrupt image ({_one_line(error)})"
+            ) from None
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale PNG
             array = np.asarray(image, dtype=np.float64)
-            top = 65535.0 if array.max() <= 65535 else float(array.max())
-            pixels = _to_unit_range(array, 0.0, top)
-        elif image.mode == "F":
-            pixels = _min_max(np.asarray(image, dtype=np.float64))
+            pixels = _to_unit_range(array, 0.0, max(65535.0, float(array.max())))
         else:
             grey = image.convert("L") if image.mode != "L" else image
             pixels = np.asarray(grey, dtype=np.float32) / 255.0
@@ -315,7 +374,7 @@ def _read_pil(path: Path) -> Radiograph:
 
 
 def _read_sitk(path: Path) -> Radiograph:
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -324,7 +383,7 @@ def _read_sitk(path: Path) -> Radiograph:
     except RuntimeError as error:
         raise RadiographError(f"{path}: unreadable image ({_sitk_reason(error)})") from None
     size = reader.GetSize()
-    if len(size) > 3 or (len(size) == 3 and size[2] > 1):
+    if len(size) not in (2, 3) or (len(size) == 3 and size[2] > 1):
         raise RadiographError(
             f"{path}: {len(size)}-D image of size {'x'.join(map(str, size))}; "
             "a 2-D radiograph is expected"
@@ -335,8 +394,9 @@ def _read_sitk(path: Path) -> Radiograph:
     except RuntimeError as error:
         raise RadiographError(f"{path}: unreadable image ({_sitk_reason(error)})") from None
     array = sitk.GetArrayFromImage(image).astype(np.float64)
-    if image.GetNumberOfComponentsPerPixel() > 1:
-        array = array[..., :3].mean(axis=-1)
+    components = image.GetNumberOfComponentsPerPixel()
+    if components > 1:
+        array = array[..., :3] @ _LUMA if components >= 3 else array[..., 0]
     array = array.reshape(size[1], size[0])
     if not np.isfinite(array).all():
         raise RadiographError(f"{path}: image contains NaN or infinite values")
