@@ -1,1 +1,9 @@
-"""One writer per export format; each takes a LocalizationResult and a Radiograph."""
+"""One writer per export format; each takes a LocalizationResult and a Radiograph.
+
+:func:`export_all` writes them all for one radiograph, atomically.
+"""
+
+from .layout import OutputLayout
+from .writer import FORMATS, export_all, is_complete
+
+__all__ = ["FORMATS", "OutputLayout", "export_all", "is_complete"]
