@@ -1,0 +1,231 @@
+"""``cxrweakloc``: localize | evaluate | train | models.
+
+User mistakes end with one line on stderr and a non-zero exit code; a traceback
+means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import CXRWeakLocError
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("cxrweakloc")
+
+EXIT_FAILED_INPUTS = 1
+EXIT_USAGE = 2
+DEFAULT_MODEL = "cam"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="cxrweakloc",
+        description="Weakly-supervised localisation of chest X-ray findings.",
+    )
+    parser.add_argument("--version", action="version", version=f"cxrweakloc {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    loc = commands.add_parser("localize", help="heatmaps, masks and exports for radiographs")
+    loc.add_argument("inputs", nargs="+", type=Path, help="files or folders (recursive)")
+    loc.add_argument("--out", required=True, type=Path, help="output folder")
+    loc.add_argument("--model", default=DEFAULT_MODEL, help="shipped model name or folder")
+    loc.add_argument("--findings", default="positive",
+                     help="positive (default), all, or comma-separated finding names")
+    loc.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    loc.add_argument("--overwrite", action="store_true", help="replace existing results")
+    loc.add_argument("--batch-size", type=int, default=4)
+    loc.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = commands.add_parser("evaluate", help="localisation and classification metrics")
+    ev.add_argument("--dataset", required=True,
+                    choices=["chestxray14", "chexpert", "tbx11k", "synthetic"])
+    ev.add_argument("--root", required=True, type=Path)
+    ev.add_argument("--images-list", type=Path)
+    ev.add_argument("--model", default=DEFAULT_MODEL)
+    ev.add_argument("--out", required=True, type=Path)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--mask-rule", help="override the card's rule, e.g. fraction_of_max:0.4")
+    ev.add_argument("--sweep-mask-rules", action="store_true",
+                    help="also score a grid of mask rules (to choose one on a dev set)")
+    ev.add_argument("--batch-size", type=int, default=8)
+
+    tr = commands.add_parser("train", help="train a model from a TOML run config")
+    tr.add_argument("--config", required=True, type=Path)
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--no-resume", action="store_true", help="ignore a saved checkpoint")
+    tr.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a config value (TOML syntax for the value)")
+
+    models = commands.add_parser("models", help="list shipped models and their metrics")
+    models.add_argument("--json", action="store_true")
+
+    sample = commands.add_parser(
+        "sample", help="write one SYNTHETIC chest radiograph PNG (generated, not a patient)")
+    sample.add_argument("path", type=Path)
+    sample.add_argument("--finding", default="Cardiomegaly")
+    sample.add_argument("--size", type=int, default=512)
+    sample.add_argument("--seed", type=int, default=7)
+
+    synthetic = commands.add_parser(
+        "synthetic", help="write a synthetic dataset (PNGs, labels, boxes, masks) for evaluate")
+    synthetic.add_argument("folder", type=Path)
+    synthetic.add_argument("--count", type=int, default=100)
+    synthetic.add_argument("--size", type=int, default=256)
+    synthetic.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _localize(args: argparse.Namespace) -> int:
+    from .batch import localize_files
+    from .localize import Localizer, select_findings
+    from .radiograph import find_radiographs
+
+    files = find_radiographs(args.inputs)
+    if not files:
+        raise CXRWeakLocError(f"no radiographs found in {', '.join(map(str, args.inputs))}")
+    localizer = Localizer.from_name(args.model, args.device)
+    findings = select_findings(args.findings, localizer.card)
+    report = localize_files(localizer, files, args.out, findings, args.overwrite,
+                            batch_size=max(1, args.batch_size), progress=not args.quiet)
+    report.write_summary(args.out / "summary.csv")
+    done, skipped, failed = (report.by_status(s) for s in ("done", "skipped", "failed"))
+    for outcome in done:
+        found = ", ".join(outcome.positive_findings) or "no finding above threshold"
+        print(f"{outcome.input}: {found} -> {outcome.output}")
+    if skipped:
+        print(f"{len(skipped)} input(s) already had complete results (use --overwrite to redo)")
+    print(f"model {localizer.card.name}: {len(done)} localized, {len(skipped)} skipped, "
+          f"{len(failed)} failed; results in {args.out}")
+    for outcome in failed:
+        print(f"error: {outcome.error}", file=sys.stderr)
+    return EXIT_FAILED_INPUTS if failed else 0
+
+
+def _parse_overrides(items: list[str]) -> dict[str, dict]:
+    import tomllib
+
+    overrides: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise CXRWeakLocError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value
+        overrides.setdefault(section, {})[name] = parsed
+    return overrides
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train.config import load_config
+    from .train.trainer import train
+
+    config = load_config(args.config, _parse_overrides(args.set))
+    result = train(config, device=args.device, resume=not args.no_resume)
+    if result is not None:
+        auc = result.validation.get("mean_roc_auc")
+        print(f"model written to {result.model_folder}"
+              + (f" (validation mean ROC-AUC {auc:.3f})" if auc is not None else ""))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_model
+
+    report = evaluate_model(
+        dataset=args.dataset, root=args.root, images_list=args.images_list, model=args.model,
+        out_dir=args.out, device=args.device, mask_rule=args.mask_rule,
+        sweep=args.sweep_mask_rules, batch_size=args.batch_size,
+    )
+    print(report.summary_line())
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .checkpoint import read_card, shipped_models
+
+    cards = [(folder, read_card(folder)) for folder in shipped_models()]
+    if args.json:
+        print(json.dumps([{"folder": str(f), **c.to_json()} for f, c in cards], indent=2))
+        return 0
+    if not cards:
+        print("no models installed")
+    for folder, card in cards:
+        print(f"{card.name} ({card.method}, {card.input_size} px, "
+              f"{len(card.findings)} findings) — {folder}")
+        if card.description:
+            print(f"  {card.description}")
+        for line in _metric_lines(card.metrics):
+            print(f"  {line}")
+    return 0
+
+
+def _metric_lines(metrics: dict) -> list[str]:
+    lines = []
+    for split, values in metrics.items():
+        if not isinstance(values, dict):
+            continue
+        parts = []
+        for key in ("mean_roc_auc", "iou_accuracy_0.3", "iou_accuracy_0.5", "mtiou"):
+            if isinstance(values.get(key), (int, float)):
+                parts.append(f"{key} {values[key]:.3f}")
+        if parts:
+            lines.append(f"{split}: " + ", ".join(parts))
+    return lines
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .data.synthetic import make_demo_radiograph
+    from .findings import finding_by_name
+
+    make_demo_radiograph(args.path, size=args.size, seed=args.seed,
+                         finding=finding_by_name(args.finding).name)
+    print(f"synthetic radiograph with {args.finding} written to {args.path}")
+    return 0
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    from .data.synthetic import write_synthetic_dataset
+
+    if args.count < 1:
+        raise CXRWeakLocError("--count must be at least 1")
+    write_synthetic_dataset(args.folder, args.count, args.size, args.seed)
+    print(f"{args.count} synthetic radiographs written to {args.folder}")
+    return 0
+
+
+COMMANDS = {"localize": _localize, "evaluate": _evaluate, "train": _train, "models": _models,
+            "sample": _sample, "synthetic": _synthetic}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cxrweakloc`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("monai").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except CXRWeakLocError as error:
+        print(f"cxrweakloc: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("cxrweakloc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

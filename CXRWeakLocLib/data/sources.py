@@ -1,0 +1,84 @@
+"""One entry point from a dataset name and folder to records.
+
+``train`` and ``evaluate`` both call :func:`read_dataset`; the format readers stay
+in their own modules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from .records import ImageRecord
+
+if TYPE_CHECKING:
+    from ..train.config import TrainConfig
+
+__all__ = ["DATASETS", "read_dataset", "load_records"]
+
+DATASETS = ("chestxray14", "chexpert", "tbx11k", "covid19", "synthetic")
+
+
+def read_dataset(
+    name: str,
+    root: Path,
+    images_list: Path | None = None,
+    annotations: bool = False,
+    uncertainty: str = "ignore",
+) -> list[ImageRecord]:
+    """Records of a dataset in its own layout.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        root: the dataset folder.
+        images_list: restrict to the images named in this file (ChestX-ray14 splits).
+        annotations: attach boxes/masks (evaluation only; training never asks).
+        uncertainty: CheXpert's policy for uncertain labels (ones / zeros / ignore).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: dataset folder not found")
+    if name == "chestxray14":
+        from .chestxray14 import read_chestxray14
+
+        return read_chestxray14(root, images_list, with_boxes=annotations)
+    if images_list is not None:
+        raise ConfigError(f"--images-list is only supported for chestxray14, not {name}")
+    if name == "chexpert":
+        from .chexpert import read_chexpert_with_localize
+
+        return read_chexpert_with_localize(root, uncertainty=uncertainty, masks=annotations)
+    if name == "tbx11k":
+        from .tbx11k import read_tbx11k
+
+        return read_tbx11k(root)
+    if name == "covid19":
+        from .covid19 import read_covid19
+
+        return read_covid19(root)
+    if name == "synthetic":
+        from .synthetic import read_synthetic
+
+        return read_synthetic(root)
+    raise ConfigError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+
+
+def load_records(config: TrainConfig) -> list[ImageRecord]:
+    """Training records of a run config (image-level labels only, never annotations)."""
+    data = config.data
+    if data.dataset == "synthetic" and not data.root:
+        from .synthetic import make_synthetic_dataset
+
+        records = make_synthetic_dataset(data.synthetic_count, config.model.input_size,
+                                         config.run.seed)
+    else:
+        if not data.root:
+            raise ConfigError("[data] root is not set")
+        root = config.path(data.root)
+        images_list = root / data.train_list if data.train_list else None
+        records = read_dataset(data.dataset, root, images_list, annotations=False,
+                               uncertainty=data.uncertainty)
+    for record in records:
+        record.annotations = []  # weak supervision: boxes never reach training
+    return records[: data.limit] if data.limit else records

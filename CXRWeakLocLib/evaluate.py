@@ -1,0 +1,306 @@
+"""``cxrweakloc evaluate``: one model, one dataset, every metric, written to a folder.
+
+Each ground-truth box or mask is scored on the heatmap of its own finding (the
+"oracle class" protocol of HAM and the disease-mask paper), with the very mask rule
+``localize`` uses (:func:`~CXRWeakLocLib.metrics.score_localization` calls
+:func:`~CXRWeakLocLib.masks.apply_mask_rule`). Outputs: ``metrics.json``,
+``metrics.md`` (findings x T(IoU)), ``iou_accuracy.png`` and ``per_image.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data.records import ImageRecord, label_vector
+from .data.sources import read_dataset
+from .errors import CXRWeakLocError
+from .files import atomic_write_text, ensure_folder, partial_path
+from .localize import Localizer
+from .masks import MASK_RULES, MaskRule
+from .metrics import (
+    ClassificationReport,
+    LocalizationReport,
+    LocalizationScore,
+    annotation_mask,
+    floor_heatmap,
+    score_localization,
+)
+from .radiograph import Radiograph, read_radiograph
+
+__all__ = ["EvaluationReport", "evaluate_model", "parse_mask_rule", "SWEEP_RULES"]
+
+logger = logging.getLogger(__name__)
+
+#: Mask rules scored by ``--sweep-mask-rules`` (to choose a model's rule on a dev set).
+SWEEP_RULES: tuple[MaskRule, ...] = (
+    *(MaskRule("fraction_of_max", v) for v in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)),
+    *(MaskRule("mean_plus_k_std", v) for v in (0.5, 1.0, 1.5, 2.0)),
+    MaskRule("otsu", 0.0),
+    *(MaskRule("top_fraction", v) for v in (0.05, 0.1, 0.15, 0.2, 0.3)),
+)
+
+
+def parse_mask_rule(text: str) -> MaskRule:
+    """``name:value`` (e.g. ``fraction_of_max:0.4``) -> MaskRule; a clear error otherwise."""
+    name, _, value = text.partition(":")
+    if name not in MASK_RULES:
+        raise CXRWeakLocError(f"unknown mask rule {name!r} (known: {', '.join(MASK_RULES)})")
+    try:
+        return MaskRule(name, float(value) if value else MaskRule().value)
+    except ValueError:
+        raise CXRWeakLocError(f"mask rule value {value!r} is not a number") from None
+
+
+@dataclass
+class EvaluationReport:
+    """Everything ``evaluate`` measured, with the protocol it was measured under."""
+
+    model: str
+    dataset: str
+    images: int
+    mask_rule: MaskRule
+    localization: LocalizationReport | None
+    classification: ClassificationReport
+    floor: LocalizationReport | None = None
+    sweep: list[dict] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def boxes(self) -> int:
+        return self.localization.mean.count if self.localization else 0
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "images": self.images,
+            "boxes": self.boxes,
+            "protocol": "each ground-truth region scored on its own finding's heatmap",
+            "mask_rule": self.mask_rule.to_dict(),
+            "localization": self.localization.to_dict() if self.localization else None,
+            "no_model_floor": self.floor.to_dict() if self.floor else None,
+            "classification": self.classification.to_dict(),
+            "mask_rule_sweep": self.sweep,
+        }
+
+    def headline(self) -> dict:
+        """The few numbers a model card and the README table carry."""
+        values = {"images": self.images, "boxes": self.boxes,
+                  "mean_roc_auc": self.classification.mean_roc_auc}
+        if self.localization:
+            mean = self.localization.mean
+            for t in (0.1, 0.3, 0.5, 0.7):
+                values[f"iou_accuracy_{t:g}"] = mean.accuracy_pixel.get(t)
+            values.update(mtiou=mean.mtiou_pixel, box_iou_accuracy_0_3=mean.accuracy_box.get(0.3),
+                          pointing=mean.pointing, poi_precision=mean.poi_precision,
+                          poi_coverage=mean.poi_coverage)
+        return {k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else v)
+                for k, v in values.items()}
+
+    def summary_line(self) -> str:
+        head = self.headline()
+        parts = [f"{self.model} on {self.dataset}: {self.images} images, {self.boxes} regions"]
+        if head.get("iou_accuracy_0.3") is not None:
+            parts.append(f"IoU-accuracy@0.3 {head['iou_accuracy_0.3']:.3f}")
+            parts.append(f"mTIoU {head['mtiou']:.3f}")
+        if head.get("mean_roc_auc") is not None:
+            parts.append(f"mean ROC-AUC {head['mean_roc_auc']:.3f}")
+        return ", ".join(parts)
+
+    def to_markdown(self) -> str:
+        lines = [f"# {self.model} on {self.dataset}", "",
+                 f"{self.images} images, {self.boxes} ground-truth regions; mask rule "
+                 f"`{self.mask_rule}`; each region scored on its own finding's heatmap.", ""]
+        if self.localization:
+            lines += ["## IoU-accuracy, pixel mode", "", self.localization.to_markdown("pixel"),
+                      "", "## IoU-accuracy, box mode", "", self.localization.to_markdown("box"), ""]
+            mean = self.localization.mean
+            lines += [f"mTIoU {mean.mtiou_pixel:.3f} (pixel), {mean.mtiou_box:.3f} (box); "
+                      f"pointing game {mean.pointing:.3f}; IoR/PoI-precision "
+                      f"{mean.poi_precision:.3f}; PoI-coverage {mean.poi_coverage:.3f}; "
+                      f"NCC {mean.ncc:.3f}", ""]
+        if self.floor:
+            lines += ["## No-model floor (each finding's mean box, for every image)", "",
+                      self.floor.to_markdown("pixel"), ""]
+        lines += ["## Classification", "", "| Finding | ROC-AUC | PR-AUC | positives |",
+                  "|---|---|---|---|"]
+        for name, values in self.classification.findings.items():
+            lines.append(f"| {name} | {values.roc_auc:.3f} | {values.pr_auc:.3f} | "
+                         f"{values.n_positive} |")
+        lines.append(f"| Mean | {self.classification.mean_roc_auc:.3f} | "
+                     f"{self.classification.mean_pr_auc:.3f} | |")
+        if self.sweep:
+            lines += ["", "## Mask rules on this set (pixel IoU-accuracy)", "",
+                      "| Rule | T=0.3 | T=0.5 | mTIoU |", "|---|---|---|---|"]
+            lines += [f"| `{s['rule']}` | {s['iou_accuracy_0.3']:.3f} | "
+                      f"{s['iou_accuracy_0.5']:.3f} | {s['mtiou']:.3f} |" for s in self.sweep]
+        return "\n".join(lines) + "\n"
+
+
+def _batches(records: Sequence[ImageRecord], size: int) -> Iterator[Sequence[ImageRecord]]:
+    for start in range(0, len(records), size):
+        yield records[start:start + size]
+
+
+def _radiograph(record: ImageRecord) -> Radiograph:
+    if record.pixels is not None:
+        return Radiograph(pixels=record.pixels)
+    return read_radiograph(record.image)
+
+
+def evaluate_model(
+    dataset: str,
+    root: Path,
+    model: str,
+    out_dir: Path,
+    images_list: Path | None = None,
+    device: str = "auto",
+    mask_rule: str | MaskRule | None = None,
+    sweep: bool = False,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Score ``model`` on ``dataset`` and write the report files into ``out_dir``."""
+    records = read_dataset(dataset, Path(root), images_list, annotations=True)
+    if not records:
+        raise CXRWeakLocError(f"{root}: no images to evaluate")
+    localizer = Localizer.from_name(model, device)
+    if isinstance(mask_rule, str):
+        mask_rule = parse_mask_rule(mask_rule)
+    rule = mask_rule or localizer.card.mask_rule
+    findings = localizer.card.findings
+    rules = [rule, *(SWEEP_RULES if sweep else ())]
+    scores: list[list[tuple[str, LocalizationScore]]] = [[] for _ in rules]
+    floor_inputs: list[tuple[str, tuple, np.ndarray]] = []
+    probabilities, labels, rows = [], [], []
+
+    bar = tqdm(total=len(records), desc="evaluate", unit="image", disable=not progress)
+    for chunk in _batches(records, batch_size):
+        radiographs = [_radiograph(record) for record in chunk]
+        batch = np.stack([localizer.prepare(r).numpy() for r in radiographs])
+        probs, maps = localizer.predict(torch.from_numpy(batch))
+        for record, radiograph, p, image_maps in zip(chunk, radiographs, probs, maps,
+                                                     strict=True):
+            targets, known = label_vector(record, findings)
+            probabilities.append(p)
+            labels.append(np.where(known > 0, targets, np.nan))
+            for annotation in record.annotations:
+                if annotation.finding not in findings:
+                    continue
+                index = findings.index(annotation.finding)
+                gt = annotation_mask(annotation, radiograph.size)
+                if not gt.any():
+                    continue
+                heatmap = localizer.heatmap(image_maps, index, radiograph.size)
+                for position, candidate in enumerate(rules):
+                    scores[position].append(
+                        (annotation.finding, score_localization(heatmap, gt, candidate))
+                    )
+                main = scores[0][-1][1]
+                rows.append({"image": record.id, "finding": annotation.finding,
+                             "probability": round(float(p[index]), 5),
+                             "iou_pixel": round(main.iou_pixel, 5),
+                             "iou_box": round(main.iou_box, 5), "ior": round(main.ior, 5),
+                             "poi_coverage": round(main.poi_coverage, 5),
+                             "pointing_hit": int(main.pointing_hit), "ncc": round(main.ncc, 5)})
+                if annotation.box is not None:
+                    floor_inputs.append((annotation.finding, annotation.box, gt))
+        bar.update(len(chunk))
+    bar.close()
+
+    report = EvaluationReport(
+        model=localizer.card.name,
+        dataset=dataset,
+        images=len(records),
+        mask_rule=rule,
+        localization=LocalizationReport.from_scores(scores[0]) if scores[0] else None,
+        classification=ClassificationReport.from_arrays(
+            findings, np.asarray(probabilities), np.asarray(labels)),
+        floor=_floor_report(floor_inputs),
+        sweep=[_sweep_row(r, s) for r, s in zip(rules[1:], scores[1:], strict=True) if s],
+        rows=rows,
+    )
+    write_report(report, Path(out_dir))
+    return report
+
+
+def _floor_report(inputs: list[tuple[str, tuple, np.ndarray]]) -> LocalizationReport | None:
+    """The no-model floor: each finding's mean box predicted for every image."""
+    if not inputs:
+        return None
+    boxes: dict[str, list] = {}
+    for finding, box, _ in inputs:
+        boxes.setdefault(finding, []).append(box)
+    floor_rule = MaskRule("fraction_of_max", 0.5, 0.0)
+    return LocalizationReport.from_scores(
+        (finding, score_localization(floor_heatmap(boxes[finding], gt.shape), gt, floor_rule))
+        for finding, _, gt in inputs
+    )
+
+
+def _sweep_row(rule: MaskRule, scores: list[tuple[str, LocalizationScore]]) -> dict:
+    mean = LocalizationReport.from_scores(scores).mean
+    return {"rule": str(rule), "name": rule.name, "value": rule.value,
+            "iou_accuracy_0.3": mean.accuracy_pixel[0.3],
+            "iou_accuracy_0.5": mean.accuracy_pixel[0.5], "mtiou": mean.mtiou_pixel}
+
+
+def best_sweep_rule(report: EvaluationReport) -> MaskRule:
+    """The swept rule with the best mean IoU-accuracy at 0.3 (mTIoU breaks ties)."""
+    if not report.sweep:
+        raise CXRWeakLocError("no mask-rule sweep in this report")
+    best = max(report.sweep, key=lambda s: (s["iou_accuracy_0.3"], s["mtiou"]))
+    return MaskRule(best["name"], best["value"])
+
+
+def write_report(report: EvaluationReport, out_dir: Path) -> None:
+    """``metrics.json``, ``metrics.md``, ``per_image.csv`` and ``iou_accuracy.png``."""
+    ensure_folder(out_dir)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    atomic_write_text(out_dir / "metrics.md", report.to_markdown())
+    temporary = partial_path(out_dir / "per_image.csv")
+    with temporary.open("w", newline="") as handle:
+        fields = list(report.rows[0]) if report.rows else ["image", "finding"]
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(report.rows)
+    temporary.replace(out_dir / "per_image.csv")
+    if report.localization:
+        _plot(report, out_dir / "iou_accuracy.png")
+
+
+def _plot(report: EvaluationReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=110)
+    thresholds = list(report.localization.thresholds)
+    for name, summary in report.localization.findings.items():
+        axis.plot(thresholds, [summary.accuracy_pixel[t] for t in thresholds], marker=".",
+                  linewidth=1, label=f"{name} ({summary.count})")
+    mean = report.localization.mean
+    axis.plot(thresholds, [mean.accuracy_pixel[t] for t in thresholds], color="black",
+              linewidth=2.5, label="Mean")
+    if report.floor:
+        axis.plot(thresholds, [report.floor.mean.accuracy_pixel[t] for t in thresholds],
+                  color="grey", linestyle="--", linewidth=2, label="No-model floor")
+    axis.set(xlabel="T(IoU)", ylabel="IoU-accuracy", ylim=(0, 1),
+             title=f"{report.model} on {report.dataset} ({report.boxes} regions)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="upper right", ncol=2)
+    figure.tight_layout()
+    temporary = partial_path(path)
+    figure.savefig(temporary)
+    plt.close(figure)
+    temporary.replace(path)

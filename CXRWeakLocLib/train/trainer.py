@@ -1,0 +1,321 @@
+"""One trainer for every method: config in, validated model folder out.
+
+Features: weighted BCE (through the method object), bf16 autocast on CUDA,
+resumable checkpoints after every epoch (safetensors + JSON), TensorBoard and CSV
+logs, a progress bar with loss and ETA, seeds fixed per epoch (so a resumed run
+equals an uninterrupted one), and DistributedDataParallel under ``torchrun``
+(NCCL on GPUs, gloo on CPUs).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from monai.utils import set_determinism
+from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ..checkpoint import ModelCard, save_model
+from ..data.dataset import records_dataset
+from ..data.records import ImageRecord
+from ..data.sources import load_records
+from ..errors import ConfigError
+from ..findings import CHESTXRAY14
+from ..metrics import ClassificationReport
+from ..models import build_model
+from .config import TrainConfig
+from .losses import WeightedBCELoss
+from .state import load_training_state, save_training_state
+
+__all__ = ["train", "split_by_patient", "TrainResult"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run put its model, and its validation figures."""
+
+    model_folder: Path
+    run_folder: Path
+    epochs: int
+    validation: dict
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if world <= 1:
+        return _Dist(device=torch.device("cuda" if use_cuda else "cpu"))
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    return _Dist(dist.get_rank(), world,
+                 torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"))
+
+
+def split_by_patient(
+    records: list[ImageRecord], val_fraction: float, seed: int
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Deterministic train/validation split that keeps each patient on one side."""
+    if val_fraction <= 0:
+        return list(records), []
+
+    def bucket(record: ImageRecord) -> float:
+        key = f"{seed}:{record.meta.get('patient') or record.id}".encode()
+        return int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    train = [r for r in records if bucket(r) >= val_fraction]
+    val = [r for r in records if bucket(r) < val_fraction]
+    return train, val
+
+
+def _card(config: TrainConfig, findings: list[str], n_train: int) -> ModelCard:
+    model = config.model
+    return ModelCard(
+        name=config.run.name,
+        method=model.method,
+        architecture={"backbone": dict(model.backbone)},
+        findings=findings,
+        input_size=model.input_size,
+        normalization=dict(model.normalization),
+        description=config.run.description,
+        training={
+            "dataset": config.data.dataset,
+            "root": config.data.root,
+            "train_list": config.data.train_list,
+            "train_images": n_train,
+            "labels": "image-level only",
+            "seed": config.run.seed,
+            "config": config.to_dict(),
+        },
+    )
+
+
+def _lr_lambda(epochs: int, warmup: int, steps_per_epoch: int):
+    total, warm = max(1, epochs * steps_per_epoch), max(0, warmup * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _load_pretrained_backbone(network: torch.nn.Module, path: Path) -> None:
+    state = load_file(str(path))
+    backbone = {k.removeprefix("backbone."): v for k, v in state.items()}
+    missing, unexpected = network.backbone.load_state_dict(backbone, strict=False)
+    if unexpected or len(missing) == len(network.backbone.state_dict()):
+        raise ConfigError(f"{path}: does not fit the backbone ({len(unexpected)} unexpected, "
+                          f"{len(missing)} missing tensors)")
+    logger.info("pretrained backbone loaded from %s (%d tensors missing)", path, len(missing))
+
+
+def _predict(network, loader, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    network.eval()
+    probs, labels, known = [], [], []
+    with torch.inference_mode():
+        for batch in loader:
+            logits, _ = network(batch["image"].to(device))
+            probs.append(torch.sigmoid(logits).float().cpu().numpy())
+            labels.append(batch["label"].numpy())
+            known.append(batch["known"].numpy())
+    return np.concatenate(probs), np.concatenate(labels), np.concatenate(known)
+
+
+def _classification(probs, labels, known, findings) -> dict:
+    unknown_as_nan = np.where(known > 0, labels, np.nan)
+    return ClassificationReport.from_arrays(findings, probs, unknown_as_nan).to_dict()
+
+
+def operating_thresholds(
+    probs: np.ndarray, labels: np.ndarray, known: np.ndarray, findings: list[str]
+) -> dict[str, float]:
+    """Per finding, the probability threshold with the best F1 on validation (0.5 if none)."""
+    thresholds = {}
+    for index, name in enumerate(findings):
+        mask = known[:, index] > 0
+        y, p = labels[mask, index], probs[mask, index]
+        if y.sum() == 0 or y.sum() == len(y):
+            thresholds[name] = 0.5
+            continue
+        best, best_f1 = 0.5, -1.0
+        for cut in np.unique(p):
+            predicted = p >= cut
+            tp = float((predicted & (y > 0)).sum())
+            f1 = 2 * tp / max(1.0, predicted.sum() + y.sum())
+            if f1 > best_f1:
+                best, best_f1 = float(cut), f1
+        thresholds[name] = round(best, 4)
+    return thresholds
+
+
+def train(config: TrainConfig, device: str = "auto", resume: bool = True) -> TrainResult | None:
+    """Train the configured model; returns the exported model folder (rank 0 only)."""
+    env = _setup_distributed(device)
+    try:
+        return _train(config, env, resume)
+    finally:
+        if env.world > 1:
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
+    run_dir = config.path(config.run.output)
+    findings = config.model.findings or [f.name for f in CHESTXRAY14]
+    records = load_records(config)
+    train_records, val_records = split_by_patient(records, config.data.val_fraction,
+                                                  config.run.seed)
+    if not train_records:
+        raise ConfigError("no training images (check [data] root and train_list)")
+    card = _card(config, findings, len(train_records))
+    set_determinism(config.run.seed)
+    network = build_model({"method": card.method, **card.architecture}, len(findings))
+    if config.model.pretrained_backbone:
+        _load_pretrained_backbone(network, config.path(config.model.pretrained_backbone))
+    network.to(env.device)
+    model = DistributedDataParallel(network) if env.world > 1 else network
+
+    if env.main:
+        logger.info("training %s on %d images (%d validation) on %s x%d",
+                    card.name, len(train_records), len(val_records), env.device, env.world)
+    train_ds = records_dataset(train_records, card, augment=True,
+                               num_workers=config.data.num_workers)
+    sampler = (DistributedSampler(train_ds, env.world, env.rank, shuffle=True,
+                                  seed=config.run.seed) if env.world > 1 else None)
+    per_rank_batch = max(1, config.optim.batch_size // env.world)
+    steps_per_epoch = max(1, math.ceil(len(train_ds) / (per_rank_batch * env.world)))
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.optim.lr,
+                                  weight_decay=config.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(config.optim.epochs, config.optim.warmup_epochs, steps_per_epoch)
+    )
+    criterion = WeightedBCELoss()
+    use_amp = config.optim.amp and env.device.type == "cuda"
+
+    start_epoch = 0
+    state_dir = run_dir / "last"
+    if resume and (state_dir / "state.json").is_file():
+        parts, meta = load_training_state(state_dir)
+        network.load_state_dict(parts["model"])
+        optimizer.load_state_dict(parts["optimizer"])
+        scheduler.load_state_dict(parts["scheduler"])
+        start_epoch = int(meta["epoch"])
+        if env.main:
+            logger.info("resuming %s from epoch %d", run_dir, start_epoch + 1)
+
+    logs = _RunLogs(run_dir) if env.main else None
+    val_loader = DataLoader(records_dataset(val_records, card, augment=False),
+                            batch_size=per_rank_batch) if val_records and env.main else None
+    validation: dict = {}
+    for epoch in range(start_epoch, config.optim.epochs):
+        epoch_seed = config.run.seed * 1000 + epoch
+        set_determinism(epoch_seed)
+        train_ds.transform.set_random_state(seed=epoch_seed)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(epoch_seed)
+        loader = DataLoader(
+            train_ds, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler,
+            generator=generator, drop_last=len(train_ds) > per_rank_batch,
+            num_workers=config.data.num_workers,
+        )
+        model.train()
+        started, total, count = time.time(), 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.optim.epochs}",
+                   disable=not env.main, leave=False, dynamic_ncols=True)
+        for batch in bar:
+            images = batch["image"].to(env.device, non_blocking=True)
+            with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits, _ = model(images)
+            loss = criterion(logits.float(), batch["label"].to(env.device),
+                             batch["known"].to(env.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total, count = total + loss.item(), count + 1
+            bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        row = {"epoch": epoch + 1, "train_loss": total / max(1, count),
+               "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - started, 1)}
+        if env.main:
+            if val_loader is not None:
+                probs, labels, known = _predict(network, val_loader, env.device)
+                validation = _classification(probs, labels, known, findings)
+                row["val_mean_auc"] = validation["mean_roc_auc"]
+            logs.write(row)
+            logger.info("epoch %d: %s", epoch + 1, row)
+            if (epoch + 1) % config.optim.checkpoint_every == 0 or epoch + 1 == config.optim.epochs:
+                save_training_state(
+                    state_dir,
+                    {"model": network.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict()},
+                    {"epoch": epoch + 1, "config": config.to_dict()},
+                )
+        if env.world > 1:
+            dist.barrier()
+
+    if not env.main:
+        return None
+    logs.close()
+    if val_loader is not None:
+        probs, labels, known = _predict(network, val_loader, env.device)
+        validation = _classification(probs, labels, known, findings)
+        card.operating_thresholds = operating_thresholds(probs, labels, known, findings)
+        card.metrics["validation"] = {"images": len(val_records), **validation}
+    folder = save_model(run_dir / "model", card, network.cpu(), overwrite=True)
+    logger.info("model written to %s", folder)
+    return TrainResult(folder, run_dir, config.optim.epochs, validation)
+
+
+class _RunLogs:
+    """CSV + TensorBoard logs of one run (main process only)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = run_dir / "log.csv"
+        self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        new = not self.csv_path.exists()
+        with self.csv_path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not math.isnan(value):
+                self.tensorboard.add_scalar(key, value, row["epoch"])
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        self.tensorboard.close()
