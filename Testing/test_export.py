@@ -253,13 +253,20 @@ def test_nothing_localized(tmp_path, radiograph):
 
 
 def test_overview_has_one_panel_per_finding(tmp_path):
-    radiograph = synthetic_radiograph(1024, 1024)
-    layout = export_all(make_result(radiograph), radiograph, tmp_path, formats=("png",))
+    radiograph = synthetic_radiograph(1024, 1024, spacing=(0.2, 0.2))
+    size = radiograph.size
+    result = LocalizationResult("tiny-test", "1.2.3", "cam", MaskRule(), [
+        finding(name, 0.9, rect_mask(size, 100 + 200 * i, 300 + 200 * i, 200, 700))
+        for i, name in enumerate(("Effusion", "Mass", "Nodule"))
+    ])
+    for item in result.findings:  # no heat overlay: only the outlines carry colour
+        item.heatmap = np.zeros(size, dtype=np.float32)
+    layout = export_all(result, radiograph, tmp_path, formats=("png",))
     with Image.open(layout.overview) as image:
         assert image.size == (800, 840)  # 2 x 2 grid: the radiograph + 3 findings
         pixels = np.asarray(image.convert("RGB"), dtype=int)
-    mass_colour = finding_by_name("Mass").color
-    assert (np.abs(pixels - mass_colour).sum(axis=-1) < 30).sum() > 50  # its outline is drawn
+    for item in result.localized:  # each mask outline is drawn in its finding's colour
+        assert (np.abs(pixels - item.finding.color).sum(axis=-1) < 60).sum() > 100
 
 
 # --- atomic writing ------------------------------------------------------------------
@@ -279,6 +286,12 @@ def test_existing_result_is_refused_then_replaced(tmp_path, radiograph, result):
     export_all(result, radiograph, tmp_path, overwrite=True)
     assert read_json(layout)["findings"][0]["probability"] == 0.99
     assert leftovers(tmp_path) == []
+
+
+def test_stem_given_by_the_caller(tmp_path, radiograph, result):
+    layout = export_all(result, radiograph, tmp_path, formats=("seg-nrrd",), stem="b_1")
+    assert layout.folder == tmp_path / "b_1" and layout.segmentation.name == "b_1.seg.nrrd"
+    assert read_json(layout)["files"] == ["b_1.seg.nrrd", "findings.json"]
 
 
 def test_failing_writer_leaves_nothing(tmp_path, radiograph, result):

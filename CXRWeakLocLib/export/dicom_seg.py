@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-from importlib import metadata
 from pathlib import Path
 
 import highdicom as hd
@@ -27,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code as DicomCode
 
+from .. import __version__
 from ..findings import CATEGORY, Code
 from ..localize import LocalizationResult
 from ..radiograph import Radiograph
@@ -37,13 +37,6 @@ logger = logging.getLogger(__name__)
 
 MANUFACTURER = "CXRWeakLoc"
 _AGE = re.compile(r"^\d{3}[DWMY]$")
-
-
-def _software_version() -> str:
-    try:
-        return metadata.version("cxrweakloc")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "source"
 
 
 def _dicom_code(code: Code) -> DicomCode:
@@ -96,7 +89,7 @@ def write_dicom_seg(result: LocalizationResult, radiograph: Radiograph, path: Pa
         instance_number=1,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=result.model_name,
-        software_versions=_software_version(),
+        software_versions=__version__,
         device_serial_number="0",
         series_description=f"CXRWeakLoc {result.method} localisation",
         content_label="FINDINGS",

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -26,9 +27,7 @@ __all__ = ["MAX_DISPLAY", "write_overview"]
 MAX_DISPLAY = 768
 PANEL_INCHES = 4.0
 DPI = 100
-HEATMAP_ALPHA = 0.45
-#: Heatmap values below this are left transparent, so the anatomy stays visible.
-HEATMAP_FLOOR = 0.1
+HEATMAP_ALPHA = 0.6
 
 
 def _stride(radiograph: Radiograph) -> int:
@@ -36,13 +35,15 @@ def _stride(radiograph: Radiograph) -> int:
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
-    return mask & ~ndimage.binary_erosion(mask)
+    """A 2-pixel band along the inside of the mask border."""
+    return mask & ~ndimage.binary_erosion(mask, iterations=2)
 
 
 def _draw_finding(ax, item: FindingResult, stride: int) -> None:
-    heatmap = np.ma.masked_less(item.heatmap[::stride, ::stride], HEATMAP_FLOOR)
-    ax.imshow(heatmap, cmap="inferno", alpha=HEATMAP_ALPHA,
-              vmin=0.0, vmax=1.0, interpolation="bilinear")
+    heatmap = np.clip(item.heatmap[::stride, ::stride], 0.0, 1.0)
+    colours = colormaps["inferno"](heatmap)
+    colours[..., 3] = HEATMAP_ALPHA * heatmap  # low heat stays transparent: anatomy shows
+    ax.imshow(colours, interpolation="bilinear")
     outline = _outline(item.mask[::stride, ::stride])
     overlay = np.zeros((*outline.shape, 4), dtype=np.float32)
     overlay[outline] = (*item.finding.color_float, 1.0)
@@ -50,7 +51,7 @@ def _draw_finding(ax, item: FindingResult, stride: int) -> None:
     for box in item.boxes:
         ax.add_patch(Rectangle(
             (box.x0 / stride - 0.5, box.y0 / stride - 0.5), box.width / stride, box.height / stride,
-            fill=False, edgecolor="cyan", linewidth=1.2,
+            fill=False, edgecolor="white", linewidth=1.0, linestyle="--",
         ))
     ax.set_title(f"{item.name}  p={item.probability:.2f} (thr {item.threshold:.2f})",
                  fontsize=10)

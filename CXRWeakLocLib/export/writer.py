@@ -79,8 +79,12 @@ def export_all(
     out_dir: Path,
     overwrite: bool = False,
     formats: Collection[str] = FORMATS,
+    stem: str | None = None,
 ) -> OutputLayout:
     """Write the chosen formats and ``findings.json`` of one radiograph to ``out_dir/<stem>``.
+
+    ``stem`` defaults to the radiograph's file stem; a batch passes its own to keep
+    inputs of the same name (``a/1.dcm``, ``b/1.dcm``) apart.
 
     Raises:
         CXRWeakLocError: the result folder exists and ``overwrite`` is False, a format
@@ -93,7 +97,7 @@ def export_all(
             f"unknown export format {', '.join(unknown)} (known: {', '.join(FORMATS)})"
         )
     out_dir = Path(out_dir)
-    layout = OutputLayout.for_input(out_dir, radiograph.stem)
+    layout = OutputLayout.for_input(out_dir, stem or radiograph.stem)
     if layout.folder.exists() and not overwrite:
         raise CXRWeakLocError(f"{layout.folder}: result exists (use --overwrite)")
     try:
