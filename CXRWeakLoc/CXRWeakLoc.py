@@ -98,7 +98,8 @@ class CXRWeakLocWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- choices ------------------------------------------------------------------
 
     def modelFolders(self) -> list[str]:
-        return list(qt.QSettings().value(MODEL_FOLDERS_SETTING) or [])
+        folders = qt.QSettings().value(MODEL_FOLDERS_SETTING) or []
+        return [folders] if isinstance(folders, str) else list(folders)
 
     def fillModels(self):
         self.ui.modelComboBox.clear()

@@ -105,16 +105,37 @@ def radiograph_path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished(scene, logic_module, radiograph_path, tiny_model):
+def engine_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("engine")
+
+
+@pytest.fixture(scope="module")
+def finished(scene, logic_module, radiograph_path, tiny_model, engine_dir):
     """One real run: volume from a real radiograph, engine in a child process, import."""
-    states = []
-    logic = logic_module.LocalizationLogic(python=sys.executable, onState=states.append)
+    states, progress = [], []
+    logic = logic_module.LocalizationLogic(
+        python=sys.executable, onState=states.append, onProgress=progress.append)
     volume = logic.loadRadiograph(radiograph_path, "siim")
-    logic.start(volume, str(tiny_model), ",".join(FINDINGS), "cpu")
+    logic.start(volume, str(tiny_model), ",".join(FINDINGS), "cpu", outDir=engine_dir)
     assert logic.wait(timeout=300) == logic_module.State.FINISHED, logic.error
     assert [s.value for s in states] == [
         "Initializing", "Running", "Importing", "Finished"]
+    assert progress and progress[-1] == 1.0
     return logic, volume
+
+
+def test_slicer_masks_equal_the_engines_seg_nrrd(finished, engine_dir):
+    """The engine's .seg.nrrd and Slicer's segments agree pixel for pixel (geometry too)."""
+    import slicerio
+    from CXRWeakLocModuleLib import mrml
+
+    logic, volume = finished
+    (path,) = engine_dir.glob("*/*.seg.nrrd")
+    segmentation = slicerio.read_segmentation(str(path))
+    for row in logic.findings:
+        voxels = np.asarray(slicerio.extract_segments(segmentation, [(row.name, 1)])["voxels"])
+        mask = mrml.segmentMask(logic.segmentation, row.segment_id, volume)
+        assert np.array_equal(voxels[..., 0].T > 0, mask)
 
 
 def segmentTag(segment, key: str) -> str:
@@ -289,6 +310,27 @@ def test_cancel_kills_the_engine_process(scene, logic_module, radiograph_path, t
     assert _gone(process.pid)
     assert states[-1] == logic_module.State.CANCELLED
     assert logic.poll() == logic_module.State.CANCELLED
+
+
+def test_volume_without_a_source_file_runs_through_nrrd(scene, logic_module, tiny_model):
+    """A volume made in Slicer (no file behind it) goes to the engine as NRRD."""
+    from CXRWeakLocModuleLib import mrml
+
+    from CXRWeakLocLib.radiograph import read_radiograph
+
+    image = sorted(shared_path("nih-mini/images").glob("*.png"))[0]
+    radiograph = read_radiograph(image)
+    radiograph.source = None
+    radiograph.spacing = (0.143, 0.143)
+    volume = mrml.volumeFromRadiograph(radiograph, "nih")
+    logic = logic_module.LocalizationLogic(python=sys.executable)
+    assert logic.sourceFile(volume) is None
+    logic.start(volume, str(tiny_model), "Cardiomegaly", "cpu")
+    assert logic.wait(timeout=300) == logic_module.State.FINISHED, logic.error
+    (row,) = logic.findings
+    assert np.allclose(_matrix(row.heatmap), _matrix(volume))
+    assert row.area_mm2 == pytest.approx(row.area_px * 0.143 * 0.143)
+    assert not logic.canExportDicomSeg()
 
 
 def test_engine_failure_is_reported(scene, logic_module, radiograph_path, tmp_path):

@@ -37,6 +37,12 @@ ENGINE_ROOT = next(
 SOURCE_FILE_ATTRIBUTE = "CXRWeakLoc.SourceFile"
 
 
+def startupEnvironment() -> dict[str, str] | None:
+    """Slicer's startup environment in the application (PythonSlicer sets up its own on
+    top of it, as ``slicer.util.launchConsoleProcess`` does); None outside it."""
+    return slicer.util.startupEnvironment() if hasattr(slicer, "app") else None
+
+
 def pythonExecutable() -> str:
     """Slicer's ``PythonSlicer`` when present (same packages as Slicer), else this Python."""
     return shutil.which("PythonSlicer") or sys.executable
@@ -137,21 +143,25 @@ class LocalizationLogic:
         self.onState(state)
 
     def start(self, inputVolume, model: str, findings: str = "positive",
-              device: str = "auto") -> None:
-        """Start localising ``inputVolume`` with ``model`` (a name or a folder)."""
+              device: str = "auto", outDir: Path | None = None) -> None:
+        """Start localising ``inputVolume`` with ``model`` (a name or a folder).
+
+        The engine's files are kept in ``outDir`` when given, else in a temporary
+        folder removed when the run ends.
+        """
         if self.state.busy:
             raise RuntimeError("a run is already in progress")
         self.error = ""
         self._setState(State.INITIALIZING)
-        outDir = Path(tempfile.mkdtemp(prefix="CXRWeakLoc-"))
+        workDir = Path(tempfile.mkdtemp(prefix="CXRWeakLoc-"))
         try:
-            inputFile = self._inputFile(inputVolume, outDir)
+            inputFile = self._inputFile(inputVolume, workDir)
         except Exception as error:
-            shutil.rmtree(outDir, ignore_errors=True)
+            shutil.rmtree(workDir, ignore_errors=True)
             self._fail(str(error))
             raise
-        self._launch(inputVolume, [inputFile], outDir / "results", model, findings, device,
-                     workDir=outDir)
+        self._launch(inputVolume, [inputFile], Path(outDir or workDir / "results"), model,
+                     findings, device, workDir=workDir)
 
     def startBatch(self, inputFolder: Path, outputFolder: Path, model: str,
                    findings: str = "positive", device: str = "auto") -> None:
@@ -165,7 +175,7 @@ class LocalizationLogic:
     def _launch(self, inputVolume, inputs, outDir, model, findings, device,
                 workDir: Path | None = None) -> None:
         args = engineCommand(self.python, inputs, outDir, model, findings, device)
-        process = EngineProcess(args, engineEnvironment(ENGINE_ROOT))
+        process = EngineProcess(args, engineEnvironment(ENGINE_ROOT, startupEnvironment()))
         self.onLog("Running: " + " ".join(args[1:]))
         process.start()
         self._run = Run(inputVolume, outDir, process, workDir)

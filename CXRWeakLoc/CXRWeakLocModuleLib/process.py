@@ -54,10 +54,10 @@ def engineCommand(
     ]
 
 
-def engineEnvironment(engineRoot: Path) -> dict[str, str]:
-    """This process's environment with ``engineRoot`` (the folder holding CXRWeakLocLib) first
-    on PYTHONPATH, so the child imports the engine that ships beside the module."""
-    env = dict(os.environ)
+def engineEnvironment(engineRoot: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with ``engineRoot`` (the folder holding
+    CXRWeakLocLib) first on PYTHONPATH, so the child imports the engine beside the module."""
+    env = dict(os.environ if base is None else base)
     paths = [str(engineRoot), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
