@@ -321,7 +321,7 @@ def test_volume_without_a_source_file_runs_through_nrrd(scene, logic_module, tin
     image = sorted(shared_path("nih-mini/images").glob("*.png"))[0]
     radiograph = read_radiograph(image)
     radiograph.source = None
-    radiograph.spacing = (0.143, 0.143)
+    radiograph.spacing = (0.143, 0.143)  # the engine reads it back from the NRRD
     volume = mrml.volumeFromRadiograph(radiograph, "nih")
     logic = logic_module.LocalizationLogic(python=sys.executable)
     assert logic.sourceFile(volume) is None

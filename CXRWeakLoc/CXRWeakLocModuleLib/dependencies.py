@@ -12,7 +12,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from packaging.requirements import Requirement
+try:
+    from packaging.requirements import Requirement
+except ImportError:  # Slicer without a top-level packaging: pip's own copy
+    from pip._vendor.packaging.requirements import Requirement
 
 __all__ = ["REQUIREMENTS_FILE", "PROTECTED", "readRequirements", "missingRequirements",
            "protectedConstraints", "ensureDependencies"]

@@ -98,6 +98,7 @@ class LocalizationLogic:
         self.findings: list[FindingRow] = []
         self.maskRule = None
         self.model: dict = {}
+        self.spacingKnown = False
         self._run: Run | None = None
         self._tracker: mrml.EditTracker | None = None
 
@@ -257,6 +258,7 @@ class LocalizationLogic:
         self.inputVolume = inputVolume
         self.maskRule = MaskRule(**record["mask_rule"])
         self.model = record["model"]
+        self.spacingKnown = bool(record["input"]["spacing_known"])
         exported = [f for f in record["findings"] if f.get("exported")]
         if not exported:
             self.onLog("No finding above its threshold: nothing to show.")
@@ -313,7 +315,7 @@ class LocalizationLogic:
                     mrml.setSegmentMask(self.segmentation, row.segment_id, mask, self.inputVolume)
                 self._tracker.expect(row.segment_id, mask)
             row.area_px = int(mask.sum())
-            row.area_mm2 = row.area_px * spacing[0] * spacing[1]
+            row.area_mm2 = row.area_px * spacing[0] * spacing[1] if self.spacingKnown else None
         return kept
 
     def showFinding(self, name: str, opacity: float = 0.4) -> None:
