@@ -34,7 +34,6 @@ ENGINE_ROOT = next(
     (p for p in Path(__file__).resolve().parents[1:3] if (p / "CXRWeakLocLib").is_dir()),
     Path(__file__).resolve().parents[2],
 )
-SOURCE_FILE_ATTRIBUTE = "CXRWeakLoc.SourceFile"
 
 
 def startupEnvironment() -> dict[str, str] | None:
@@ -115,7 +114,7 @@ class LocalizationLogic:
     @staticmethod
     def sourceFile(volume) -> Path | None:
         """The file a volume came from: the engine's reader, or the DICOM database."""
-        recorded = volume.GetAttribute(SOURCE_FILE_ATTRIBUTE)
+        recorded = volume.GetAttribute(mrml.SOURCE_FILE_ATTRIBUTE)
         if recorded and Path(recorded).is_file():
             return Path(recorded)
         uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split()

@@ -18,6 +18,7 @@ from vtk.util.numpy_support import vtk_to_numpy
 __all__ = [
     "ALGORITHM_NAME_TAG",
     "ALGORITHM_TYPE_TAG",
+    "SOURCE_FILE_ATTRIBUTE",
     "EditTracker",
     "loadHeatmap",
     "loadSegmentation",
@@ -32,6 +33,8 @@ __all__ = [
 
 ALGORITHM_TYPE_TAG = "DICOM.SegmentAlgorithmType"
 ALGORITHM_NAME_TAG = "DICOM.SegmentAlgorithmName"
+#: Volume attribute: the file a volume was read from (the engine reads that file).
+SOURCE_FILE_ATTRIBUTE = "CXRWeakLoc.SourceFile"
 #: Heat colour tables, best first (Inferno is a colour file; PET-Heat is built in).
 HEAT_COLOR_NODE_IDS = (
     "vtkMRMLColorTableNodeFileInferno.txt",
@@ -52,7 +55,7 @@ def volumeFromRadiograph(radiograph, name: str) -> slicer.vtkMRMLScalarVolumeNod
     node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix))
     node.CreateDefaultDisplayNodes()
     if radiograph.source is not None:
-        node.SetAttribute("CXRWeakLoc.SourceFile", str(radiograph.source))
+        node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(radiograph.source))
     return node
 
 
