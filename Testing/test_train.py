@@ -1,0 +1,159 @@
+"""The trainer: a tiny run end to end, resume after a kill, and DDP with 2 CPU processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.errors import ConfigError
+from CXRWeakLocLib.train.config import load_config
+from CXRWeakLocLib.train.losses import WeightedBCELoss
+from CXRWeakLocLib.train.trainer import operating_thresholds, split_by_patient, train
+
+TINY_CONFIG = """
+[run]
+name = "tiny"
+output = "{output}"
+seed = 3
+
+[data]
+dataset = "synthetic"
+synthetic_count = {count}
+val_fraction = 0.25
+
+[model]
+input_size = 64
+backbone = {{ name = "resnet10", width = 0.125, output_stride = 16 }}
+
+[optim]
+epochs = {epochs}
+batch_size = 8
+lr = 1e-3
+"""
+
+
+def write_config(folder: Path, epochs: int = 2, count: int = 32, name: str = "run") -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(TINY_CONFIG.format(output=folder / name, epochs=epochs, count=count))
+    return path
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "CXRWeakLocLib", *args], capture_output=True,
+                          text=True, **kwargs)
+
+
+def test_weighted_bce_matches_the_formula():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.0]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    loss = WeightedBCELoss()(logits, targets)
+    # |P| = 1, |N| = 3: w_P = 4, w_N = 4/3
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    weights = torch.tensor([[4.0, 4 / 3], [4 / 3, 4 / 3]])
+    assert loss.item() == pytest.approx(float((bce * weights).mean()), rel=1e-6)
+
+
+def test_weighted_bce_ignores_unknown_labels():
+    logits = torch.tensor([[2.0, -1.0]])
+    targets = torch.tensor([[1.0, 0.0]])
+    known = torch.tensor([[1.0, 0.0]])
+    loss = WeightedBCELoss()(logits, targets, known)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[0, :1], targets[0, :1])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_split_by_patient_keeps_patients_together():
+    from CXRWeakLocLib.data.records import ImageRecord
+
+    records = [ImageRecord(f"{p}_{i}", None, {}, meta={"patient": str(p)})
+               for p in range(40) for i in range(3)]
+    train_part, val_part = split_by_patient(records, 0.25, seed=0)
+    assert len(train_part) + len(val_part) == len(records)
+    assert {r.meta["patient"] for r in train_part}.isdisjoint({r.meta["patient"] for r in val_part})
+    assert 0.1 < len(val_part) / len(records) < 0.45
+    assert split_by_patient(records, 0.25, seed=0)[1] == val_part
+
+
+def test_operating_thresholds_maximise_f1():
+    probs = np.array([[0.9], [0.8], [0.3], [0.2]])
+    labels = np.array([[1.0], [1.0], [0.0], [0.0]])
+    thresholds = operating_thresholds(probs, labels, np.ones_like(labels), ["Mass"])
+    assert 0.3 < thresholds["Mass"] <= 0.8
+
+
+def test_config_refuses_unknown_settings(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[optim]\nepochz = 3\n")
+    with pytest.raises(ConfigError, match="epochz"):
+        load_config(path)
+
+
+def test_tiny_run_writes_a_loadable_model_with_measured_metrics(tmp_path):
+    result = train(load_config(write_config(tmp_path, epochs=1)), device="cpu")
+    model = load_model(result.model_folder)
+    card = model.card
+    assert card.training["labels"] == "image-level only"
+    assert card.metrics["validation"]["images"] > 0
+    assert set(card.operating_thresholds) == set(card.findings)
+    log = (result.run_folder / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,train_loss") and len(log) == 2
+    assert any((result.run_folder / "tensorboard").iterdir())
+
+
+def test_resumed_run_equals_an_uninterrupted_run(tmp_path):
+    straight = train(load_config(write_config(tmp_path, epochs=2, name="straight")), "cpu")
+    first = write_config(tmp_path, epochs=1, name="resumed")
+    train(load_config(first), "cpu")
+    resumed = train(load_config(first, {"optim": {"epochs": 2}}), "cpu")
+    a = load_file(str(straight.model_folder / "model.safetensors"))
+    b = load_file(str(resumed.model_folder / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    assert len((resumed.run_folder / "log.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    config = write_config(tmp_path, epochs=4, count=48)
+    process = subprocess.Popen([sys.executable, "-m", "CXRWeakLocLib", "train", "--config",
+                                str(config), "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    state = tmp_path / "run" / "last" / "state.json"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert state.exists(), "no checkpoint was written"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = int(__import__("json").loads(state.read_text())["meta"]["epoch"])
+    assert done_before < 4
+    rerun = cli("train", "--config", str(config), "--device", "cpu")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"from epoch {done_before + 1}" in rerun.stderr
+    assert load_model(tmp_path / "run" / "model").card.name == "tiny"
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path):
+    config = write_config(tmp_path, epochs=1, count=32, name="ddp")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+         "-m", "CXRWeakLocLib", "train", "--config", str(config), "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "on cpu x2" in process.stderr
+    assert process.stdout.count("model written to") == 1  # only rank 0 exports
+    assert load_model(tmp_path / "ddp" / "model").card.training["train_images"] > 0
