@@ -152,7 +152,8 @@ class Localizer:
 
     def predict(self, batch: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         """Probabilities ``(B, C)`` and model-space maps ``(B, C, h, w)`` of a prepared batch."""
-        with torch.inference_mode(mode=self.card.method != "gradcam"):
+        needs_gradients = getattr(self.model.network, "needs_gradients", False)
+        with torch.inference_mode(mode=not needs_gradients):
             logits, maps = self.model.network(batch.to(self.model.device))
         return torch.sigmoid(logits).float().cpu().numpy(), maps.detach().float().cpu()
 

@@ -1,9 +1,14 @@
 """Localisation networks. Every one returns ``(logits, maps)`` from ``forward``.
 
-:func:`build_model` turns the ``architecture`` section of a model card into a module.
+``maps`` are in the frame of the network's input (the resized radiograph): a method
+that works in another frame (e.g. an aligned one) maps back inside ``forward``, so
+the Localizer stays method-agnostic. :func:`build_model` turns the
+``architecture`` section of a model card into a module through :data:`BUILDERS`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from torch import nn
 
@@ -12,23 +17,41 @@ from .cam import CAMClassifier
 from .gradcam import GradCAMNet
 
 __all__ = ["BackboneConfig", "ResNetFeatures", "CAMClassifier", "GradCAMNet", "build_model",
-           "METHODS"]
+           "BUILDERS", "METHODS"]
 
-METHODS = ("cam", "gradcam")
+
+def _cam(backbone: BackboneConfig, num_classes: int, options: dict) -> nn.Module:
+    if options:
+        raise ValueError(f"cam takes no options (got {', '.join(options)})")
+    return CAMClassifier(backbone, num_classes)
+
+
+def _gradcam(backbone: BackboneConfig, num_classes: int, options: dict) -> nn.Module:
+    unknown = set(options) - {"target_layer"}
+    if unknown:
+        raise ValueError(f"gradcam options: unknown {', '.join(sorted(unknown))}")
+    return GradCAMNet(CAMClassifier(backbone, num_classes),
+                      options.get("target_layer", "backbone.layer4"))
+
+
+#: method name -> builder(backbone config, number of findings, options) -> network
+BUILDERS: dict[str, Callable[[BackboneConfig, int, dict], nn.Module]] = {
+    "cam": _cam,
+    "gradcam": _gradcam,
+}
+METHODS = tuple(BUILDERS)
 
 
 def build_model(architecture: dict, num_classes: int) -> nn.Module:
     """Build the network a model card describes.
 
     Args:
-        architecture: ``{"method": ..., "backbone": {...}, ...}`` as in ``model.json``.
+        architecture: ``{"method": ..., "backbone": {...}, "options": {...}}`` as in
+            ``model.json``.
         num_classes: number of findings.
     """
     method = architecture.get("method")
+    if method not in BUILDERS:
+        raise ValueError(f"unknown method {method!r} (known: {', '.join(BUILDERS)})")
     backbone = BackboneConfig(**architecture.get("backbone", {}))
-    if method == "cam":
-        return CAMClassifier(backbone, num_classes)
-    if method == "gradcam":
-        target = architecture.get("target_layer", "backbone.layer4")
-        return GradCAMNet(CAMClassifier(backbone, num_classes), target)
-    raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    return BUILDERS[method](backbone, num_classes, dict(architecture.get("options", {})))

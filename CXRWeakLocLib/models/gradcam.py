@@ -24,6 +24,9 @@ class GradCAMNet(nn.Module):
         target_layer: dotted name of the layer whose activations are attributed.
     """
 
+    #: Grad-CAM backpropagates at inference: the Localizer must not disable autograd.
+    needs_gradients = True
+
     def __init__(self, classifier: nn.Module, target_layer: str = "backbone.layer4") -> None:
         super().__init__()
         self.classifier = classifier

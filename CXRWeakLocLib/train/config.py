@@ -68,8 +68,11 @@ class ModelConfig:
                                                     "output_stride": 16})
     normalization: dict = field(default_factory=lambda: {"mean": 0.5, "std": 0.5})
     findings: list[str] = field(default_factory=list)  # default: the 14 ChestX-ray14 findings
-    #: a user's own pretrained backbone (safetensors with backbone.* keys), optional
-    pretrained_backbone: str = ""
+    #: method-specific architecture options (stored in the model card)
+    options: dict = field(default_factory=dict)
+    #: start from these weights (a model folder or a .safetensors file): every tensor
+    #: whose name and shape match is loaded, e.g. a user's own pretrained backbone
+    init_from: str = ""
 
 
 @dataclass
@@ -89,6 +92,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    #: free-form settings of the method's objective (loss weights, ...)
+    loss: dict = field(default_factory=dict)
     base_dir: Path = Path(".")
 
     def path(self, value: str) -> Path:
@@ -128,8 +133,11 @@ def load_config(path: str | Path, overrides: dict[str, dict] | None = None) -> T
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
     sections = {"run": RunConfig, "data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
-    unknown = sorted(set(data) - set(sections))
+    unknown = sorted(set(data) - set(sections) - {"loss"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
     parts = {name: _section(cls, data.get(name, {}), name) for name, cls in sections.items()}
-    return TrainConfig(**parts, base_dir=path.resolve().parent)
+    loss = data.get("loss", {})
+    if not isinstance(loss, dict):
+        raise ConfigError("[loss] must be a table")
+    return TrainConfig(**parts, loss=loss, base_dir=path.resolve().parent)

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..checkpoint import ModelCard, save_model
+from ..checkpoint import WEIGHTS_FILE, ModelCard, save_model
 from ..data.dataset import records_dataset
 from ..data.records import ImageRecord
 from ..data.sources import load_records
@@ -36,7 +36,7 @@ from ..findings import CHESTXRAY14
 from ..metrics import ClassificationReport
 from ..models import build_model
 from .config import TrainConfig
-from .losses import WeightedBCELoss
+from .objectives import objective_for
 from .state import load_training_state, save_training_state
 
 __all__ = ["train", "split_by_patient", "TrainResult"]
@@ -99,7 +99,8 @@ def _card(config: TrainConfig, findings: list[str], n_train: int) -> ModelCard:
     return ModelCard(
         name=config.run.name,
         method=model.method,
-        architecture={"backbone": dict(model.backbone)},
+        architecture={"backbone": dict(model.backbone),
+                      **({"options": dict(model.options)} if model.options else {})},
         findings=findings,
         input_size=model.input_size,
         normalization=dict(model.normalization),
@@ -128,14 +129,18 @@ def _lr_lambda(epochs: int, warmup: int, steps_per_epoch: int):
     return factor
 
 
-def _load_pretrained_backbone(network: torch.nn.Module, path: Path) -> None:
-    state = load_file(str(path))
-    backbone = {k.removeprefix("backbone."): v for k, v in state.items()}
-    missing, unexpected = network.backbone.load_state_dict(backbone, strict=False)
-    if unexpected or len(missing) == len(network.backbone.state_dict()):
-        raise ConfigError(f"{path}: does not fit the backbone ({len(unexpected)} unexpected, "
-                          f"{len(missing)} missing tensors)")
-    logger.info("pretrained backbone loaded from %s (%d tensors missing)", path, len(missing))
+def _init_from(network: torch.nn.Module, path: Path) -> None:
+    """Load every tensor of ``path`` whose name and shape match the network's."""
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    if not weights.is_file():
+        raise ConfigError(f"[model] init_from: {weights} not found")
+    state = load_file(str(weights))
+    own = network.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise ConfigError(f"[model] init_from: no tensor of {weights} fits the network")
+    network.load_state_dict(matching, strict=False)
+    logger.info("initialised %d of %d tensors from %s", len(matching), len(own), weights)
 
 
 def _predict(network, loader, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -198,8 +203,8 @@ def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
     card = _card(config, findings, len(train_records))
     set_determinism(config.run.seed)
     network = build_model({"method": card.method, **card.architecture}, len(findings))
-    if config.model.pretrained_backbone:
-        _load_pretrained_backbone(network, config.path(config.model.pretrained_backbone))
+    if config.model.init_from:
+        _init_from(network, config.path(config.model.init_from))
     network.to(env.device)
     model = DistributedDataParallel(network) if env.world > 1 else network
 
@@ -217,7 +222,7 @@ def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(config.optim.epochs, config.optim.warmup_epochs, steps_per_epoch)
     )
-    criterion = WeightedBCELoss()
+    objective = objective_for(card.method, config.loss)
     use_amp = config.optim.amp and env.device.type == "cuda"
 
     start_epoch = 0
@@ -249,21 +254,24 @@ def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
         )
         model.train()
         started, total, count = time.time(), 0.0, 0
+        part_totals: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.optim.epochs}",
                    disable=not env.main, leave=False, dynamic_ncols=True)
         for batch in bar:
-            images = batch["image"].to(env.device, non_blocking=True)
+            batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()
+                     if isinstance(v, torch.Tensor)}
             with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits, _ = model(images)
-            loss = criterion(logits.float(), batch["label"].to(env.device),
-                             batch["known"].to(env.device))
+                loss, parts = objective(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             total, count = total + loss.item(), count + 1
+            for name, value in parts.items():
+                part_totals[name] = part_totals.get(name, 0.0) + value
             bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         row = {"epoch": epoch + 1, "train_loss": total / max(1, count),
+               **{f"train_{k}": v / max(1, count) for k, v in part_totals.items()},
                "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - started, 1)}
         if env.main:
             if val_loader is not None:
