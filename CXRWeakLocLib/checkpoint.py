@@ -46,6 +46,10 @@ SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models
 MODELS_ENV = "CXRWEAKLOC_MODELS"
 
 
+_STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16,
+                   "bfloat16": torch.bfloat16}
+
+
 @dataclass
 class ModelCard:
     """Everything needed to rebuild, run and judge a model (``model.json``)."""
@@ -63,6 +67,8 @@ class ModelCard:
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     weights_sha256: str = ""
+    #: storage precision of floating-point weights; loading always gives float32
+    weights_dtype: str = "float16"
     format_version: int = FORMAT_VERSION
 
     @property
@@ -204,6 +210,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     except Exception as error:  # safetensors raises its own error types
         raise CheckpointError(f"{weights_path}: unreadable weights ({error})") from None
     _check_state(network, state, weights_path)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     network.load_state_dict(state, strict=True)
     device = torch.device(device)
     return LoadedModel(card, network.to(device).eval(), folder, device)
@@ -238,7 +245,13 @@ def save_model(folder: Path, card: ModelCard, network: nn.Module, overwrite: boo
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        if card.weights_dtype not in _STORAGE_DTYPES:
+            raise CheckpointError(f"weights_dtype must be one of {', '.join(_STORAGE_DTYPES)}")
+        dtype = _STORAGE_DTYPES[card.weights_dtype]
+        state = {
+            k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).cpu().contiguous()
+            for k, v in network.state_dict().items()
+        }
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         card.weights_sha256 = _sha256(staging / WEIGHTS_FILE)
         (staging / CARD_FILE).write_text(json.dumps(card.to_json(), indent=2) + "\n")
