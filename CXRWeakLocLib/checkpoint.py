@@ -35,6 +35,7 @@ __all__ = [
     "resolve_model",
     "load_model",
     "save_model",
+    "update_card",
 ]
 
 FORMAT_VERSION = 1
@@ -262,3 +263,22 @@ def save_model(folder: Path, card: ModelCard, network: nn.Module, overwrite: boo
         if staging.exists():
             shutil.rmtree(staging)
     return folder
+
+
+def update_card(folder: Path, **changes) -> ModelCard:
+    """Change card fields of an existing model folder (e.g. measured metrics, mask rule).
+
+    The weights are untouched; the card is validated, then replaced atomically.
+    """
+    folder = Path(folder)
+    card = read_card(folder)
+    for key, value in changes.items():
+        if key not in ModelCard.__dataclass_fields__ or key == "weights_sha256":
+            raise CheckpointError(f"{folder}: card field {key!r} cannot be updated")
+        setattr(card, key, value)
+    text = json.dumps(card.to_json(), indent=2) + "\n"
+    ModelCard.from_json(json.loads(text), where=str(folder / CARD_FILE))
+    temporary = folder / f".{CARD_FILE}.partial"
+    temporary.write_text(text)
+    temporary.replace(folder / CARD_FILE)
+    return card
