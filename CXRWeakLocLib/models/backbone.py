@@ -3,7 +3,11 @@
 MONAI's ResNet defaults to a stride-1 stem, 4-7x slower on a CPU for no gain on
 radiographs; here the stem always has stride 2. ``output_stride`` 16 or 8 keeps the
 last stages at full resolution (their first block's stride set to 1) so that class
-activation maps are 16x16 rather than 8x8 at 256 px input.
+activation maps are 16x16 rather than 8x8 at 256 px input. With ``dilated`` those
+stages also dilate their 3x3 convolutions by the stride they lost (DeepLab's rule, as
+torchvision's ``replace_stride_with_dilation``: at output stride 8, dilation 2 in the
+third stage and 4 in the fourth; a stage's first convolution keeps the previous
+stage's dilation), so their receptive fields match the strided network's.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class BackboneConfig:
     width: float = 0.5
     output_stride: int = 16
     in_channels: int = 1
+    #: dilate the stages kept at full resolution (off: they run undilated)
+    dilated: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in _LAYERS:
@@ -69,8 +75,12 @@ class ResNetFeatures(nn.Module):
             net.layer1, net.layer2, net.layer3, net.layer4,
         )
         full_resolution_stages = {32: [], 16: [self.layer4], 8: [self.layer3, self.layer4]}
+        dilation = 1
         for stage in full_resolution_stages[config.output_stride]:
             _remove_stride(stage)
+            if config.dilated:
+                _dilate(stage, first=dilation, rest=2 * dilation)
+                dilation *= 2
         self.out_channels = self.layer4[-1].conv2.out_channels if block == "basic" else (
             self.layer4[-1].conv3.out_channels
         )
@@ -79,6 +89,15 @@ class ResNetFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def _dilate(stage: nn.Sequential, first: int, rest: int) -> None:
+    """Dilate the stage's 3x3 convolutions: ``first`` for the first one, ``rest`` after."""
+    convolutions = [m for m in stage.modules()
+                    if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    for index, conv in enumerate(convolutions):
+        step = first if index == 0 else rest
+        conv.dilation, conv.padding = (step, step), (step, step)
 
 
 def _remove_stride(stage: nn.Sequential) -> None:
