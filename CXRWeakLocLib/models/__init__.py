@@ -14,6 +14,7 @@ from torch import nn
 
 from .backbone import BackboneConfig, ResNetFeatures
 from .cam import CAMClassifier
+from .dm import build_dm
 from .gradcam import GradCAMNet
 
 __all__ = ["BackboneConfig", "ResNetFeatures", "CAMClassifier", "GradCAMNet", "build_model",
@@ -38,6 +39,7 @@ def _gradcam(backbone: BackboneConfig, num_classes: int, options: dict) -> nn.Mo
 BUILDERS: dict[str, Callable[[BackboneConfig, int, dict], nn.Module]] = {
     "cam": _cam,
     "gradcam": _gradcam,
+    "dm": build_dm,
 }
 METHODS = tuple(BUILDERS)
 
