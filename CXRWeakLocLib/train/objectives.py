@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .dm_objectives import dm_objective
 from .losses import WeightedBCELoss
 
 __all__ = ["Objective", "ClassificationObjective", "OBJECTIVES", "objective_for"]
@@ -46,7 +47,10 @@ class ClassificationObjective:
 
 
 #: method name -> objective factory taking the run's ``[loss]`` table.
-OBJECTIVES: dict[str, Callable[[dict], Objective]] = {"cam": ClassificationObjective}
+OBJECTIVES: dict[str, Callable[[dict], Objective]] = {
+    "cam": ClassificationObjective,
+    "dm": dm_objective,
+}
 
 
 def objective_for(method: str, options: dict) -> Objective:
