@@ -16,6 +16,7 @@ from .backbone import BackboneConfig, ResNetFeatures
 from .cam import CAMClassifier
 from .dm import build_dm
 from .gradcam import GradCAMNet
+from .ham import build_ham
 
 __all__ = ["BackboneConfig", "ResNetFeatures", "CAMClassifier", "GradCAMNet", "build_model",
            "BUILDERS", "METHODS"]
@@ -40,6 +41,7 @@ BUILDERS: dict[str, Callable[[BackboneConfig, int, dict], nn.Module]] = {
     "cam": _cam,
     "gradcam": _gradcam,
     "dm": build_dm,
+    "ham": build_ham,
 }
 METHODS = tuple(BUILDERS)
 

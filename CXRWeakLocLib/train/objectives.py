@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .dm_objectives import dm_objective
+from .ham_loss import HAMObjective
 from .losses import WeightedBCELoss
 
 __all__ = ["Objective", "ClassificationObjective", "OBJECTIVES", "objective_for"]
@@ -50,6 +51,7 @@ class ClassificationObjective:
 OBJECTIVES: dict[str, Callable[[dict], Objective]] = {
     "cam": ClassificationObjective,
     "dm": dm_objective,
+    "ham": HAMObjective,
 }
 
 
