@@ -27,7 +27,7 @@ from torch.nn import functional
 from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import ConfigError
-from ..models.dm import DiseaseMaskCAM, stage_features
+from ..models.dm import DiseaseMaskCAM, stage_features, warp
 
 __all__ = ["AlignmentObjective", "dm_objective", "smooth"]
 
@@ -44,16 +44,18 @@ def smooth(image: torch.Tensor, pool: int) -> torch.Tensor:
 class AlignmentObjective:
     """Euclidean + perceptual loss of the smoothed aligned image against the anchor.
 
-    Options (``[loss]``): ``pool`` (16), ``euclidean_weight`` (1.0),
-    ``perceptual_weight`` (1.0).
+    Options (``[loss]``): ``size`` (resolution the loss is computed at; 0: the
+    input's), ``pool`` (16, in pixels at that resolution), ``euclidean_weight``
+    (1.0), ``perceptual_weight`` (1.0).
     """
 
     def __init__(self, options: dict) -> None:
-        known = {"pool", "euclidean_weight", "perceptual_weight"}
+        known = {"size", "pool", "euclidean_weight", "perceptual_weight"}
         unknown = set(options) - known
         if unknown:
             raise ConfigError(f"[loss]: unknown alignment setting(s) {', '.join(sorted(unknown))} "
                               f"(known: stage, {', '.join(sorted(known))})")
+        self.size = int(options.get("size", 0))
         self.pool = int(options.get("pool", 16))
         self.euclidean_weight = float(options.get("euclidean_weight", 1.0))
         self.perceptual_weight = float(options.get("perceptual_weight", 1.0))
@@ -67,8 +69,11 @@ class AlignmentObjective:
             raise ConfigError('the alignment stage needs [model] options frozen = '
                               '["backbone", "classifier"]')
         images = batch["image"]
-        aligned, _ = model.align(images)
-        aligned = smooth(aligned.float(), self.pool)
+        matrix = model.alignment_matrix(images)
+        if self.size:
+            images = functional.interpolate(images, size=(self.size, self.size),
+                                            mode="bilinear", align_corners=False, antialias=True)
+        aligned = smooth(warp(images, matrix).float(), self.pool)
         anchor = functional.interpolate(model.anchor[None], size=images.shape[-2:],
                                         mode="bilinear", align_corners=False)
         anchor = anchor.expand_as(aligned)
@@ -81,7 +86,7 @@ class AlignmentObjective:
                                        strict=True)
         )
         loss = self.euclidean_weight * euclidean + self.perceptual_weight * perceptual
-        return loss, {"euclidean": euclidean.item(), "perceptual": float(perceptual)}
+        return loss, {"euclidean": euclidean.item(), "perceptual": perceptual.item()}
 
 
 def dm_objective(options: dict):

@@ -1,0 +1,228 @@
+"""The ``dm`` recipe's non-gradient stages: anchor image, disease masks, pseudo masks, seeds.
+
+The stages between trainer runs (``training/dm/recipe.py`` chains them):
+
+1. :func:`mean_normal_image` - the anchor: mean network input of the training
+   images labelled "No Finding" (every finding 0).
+2. :func:`collect_aligned_cams` + :func:`disease_masks` - Eq. 3 of the paper:
+   per finding, the aligned-frame CAMs ``S_c`` of confidently positive training
+   images (labelled positive and ``P_c >= min_probability``; when fewer than
+   ``min_images`` qualify, the ``min_images`` most confident labelled positives),
+   each min-max normalised, plus its horizontal flip for symmetric findings
+   (``Finding.symmetric``; not for Cardiomegaly or Hernia), averaged, scaled to a
+   maximum of 1, and thresholded: ``T(m) = m where m >= threshold else 0`` (the
+   highly activated area keeps its graded values).
+3. :func:`pseudo_disease_masks` - the paper's PDM ablation, drawn from the anchor
+   (see the function for the rule).
+4. :func:`write_seed` - merges weights and buffers into one ``.safetensors`` that
+   the next stage's ``[model] init_from`` loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from scipy import ndimage
+from torch.nn import functional
+from torch.utils.data import DataLoader
+
+from ..checkpoint import WEIGHTS_FILE, ModelCard
+from ..data.dataset import records_dataset
+from ..data.records import ImageRecord
+from ..errors import ConfigError
+from ..findings import finding_by_name
+from ..masks import _otsu_threshold
+from ..models.dm import DiseaseMaskCAM
+
+__all__ = [
+    "AlignedCAMs",
+    "DiseaseMasks",
+    "collect_aligned_cams",
+    "disease_masks",
+    "mean_normal_image",
+    "pseudo_disease_masks",
+    "write_seed",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _loader(records: Sequence[ImageRecord], card: ModelCard, batch_size: int) -> DataLoader:
+    return DataLoader(records_dataset(records, card, augment=False), batch_size=batch_size)
+
+
+def mean_normal_image(records: Sequence[ImageRecord], card: ModelCard, size: int,
+                      batch_size: int = 32) -> torch.Tensor:
+    """``(1, size, size)`` mean network input of the records with every label 0."""
+    normals = [r for r in records
+               if r.labels and all(v == 0 for v in r.labels.values())]
+    if not normals:
+        raise ConfigError("no normal ('No Finding') training image to build the anchor from")
+    total, count = None, 0
+    for batch in _loader(normals, card, batch_size):
+        images = functional.interpolate(batch["image"], size=(size, size), mode="bilinear",
+                                        align_corners=False, antialias=True)
+        total = images.sum(0) if total is None else total + images.sum(0)
+        count += images.shape[0]
+    logger.info("anchor: mean of %d normal images", count)
+    return total / count
+
+
+@dataclass
+class AlignedCAMs:
+    """Probabilities, labels and aligned-frame CAMs of a set of images."""
+
+    probabilities: np.ndarray  # (N, C)
+    targets: np.ndarray  # (N, C)
+    known: np.ndarray  # (N, C)
+    cams: torch.Tensor  # (N, C, h, w), aligned frame
+
+
+def collect_aligned_cams(network: DiseaseMaskCAM, records: Sequence[ImageRecord],
+                         card: ModelCard, batch_size: int = 32) -> AlignedCAMs:
+    """Run a dm network over ``records`` and keep its maps in the aligned frame."""
+    network.eval()
+    probs, targets, known, cams = [], [], [], []
+    with torch.inference_mode():
+        for batch in _loader(records, card, batch_size):
+            aligned, _ = network.align(batch["image"])
+            logits, maps = network.classify_aligned(aligned)
+            probs.append(torch.sigmoid(logits).numpy())
+            cams.append(maps)
+            targets.append(batch["label"].numpy())
+            known.append(batch["known"].numpy())
+    return AlignedCAMs(np.concatenate(probs), np.concatenate(targets), np.concatenate(known),
+                       torch.cat(cams))
+
+
+@dataclass
+class DiseaseMasks:
+    """Masks ``(C, size, size)`` in [0, 1] and, per finding, how many CAMs built each."""
+
+    masks: torch.Tensor
+    counts: dict[str, int]
+    fallback: dict[str, bool]
+
+
+def _min_max(maps: torch.Tensor) -> torch.Tensor:
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    high = maps.amax(dim=(-2, -1), keepdim=True)
+    return (maps - low) / (high - low).clamp(min=1e-12)
+
+
+def disease_masks(
+    cams: AlignedCAMs,
+    findings: Sequence[str],
+    size: int,
+    min_probability: float = 0.8,
+    min_images: int = 5,
+    threshold: float = 0.5,
+) -> DiseaseMasks:
+    """Eq. 3 of the paper over labelled-positive, confidently predicted training images."""
+    masks, counts, fallback = [], {}, {}
+    for index, name in enumerate(findings):
+        positive = (cams.targets[:, index] > 0) & (cams.known[:, index] > 0)
+        probability = cams.probabilities[:, index]
+        chosen = np.flatnonzero(positive & (probability >= min_probability))
+        fallback[name] = len(chosen) < min_images
+        if fallback[name]:
+            candidates = np.flatnonzero(positive)
+            order = np.argsort(-probability[candidates], kind="stable")
+            chosen = candidates[order[:min_images]]
+        counts[name] = int(len(chosen))
+        if not len(chosen):
+            masks.append(torch.zeros(size, size))
+            continue
+        maps = functional.interpolate(cams.cams[chosen, index][:, None].float(),
+                                      size=(size, size), mode="bilinear",
+                                      align_corners=False)[:, 0]
+        maps = _min_max(maps)
+        if finding_by_name(name).symmetric:
+            maps = maps + torch.flip(maps, dims=(-1,))
+        mean = maps.mean(0)
+        mean = mean / mean.max().clamp(min=1e-12)
+        masks.append(torch.where(mean >= threshold, mean, torch.zeros_like(mean)))
+    return DiseaseMasks(torch.stack(masks), counts, fallback)
+
+
+def pseudo_disease_masks(anchor: torch.Tensor, findings: Sequence[str],
+                         size: int) -> torch.Tensor:
+    """Pseudo disease masks (PDM, the paper's Fig. 7 ablation) drawn from the anchor.
+
+    Rule, on the anchor min-max normalised to [0, 1]:
+
+    * **lung fields**: pixels darker than the anchor's Otsu threshold, as
+      8-connected regions; regions touching the image border (air outside the
+      body) are dropped; the two largest remaining regions are the lungs, holes
+      filled.
+    * **heart**: pixels at or above the Otsu threshold inside the lungs' bounding
+      box, between the lungs' centroids, in the lower half of the lungs' rows;
+      the largest such region.
+
+    The heart is the mask of the asymmetric findings (Cardiomegaly; Hernia,
+    which also sits in the lower mediastinum), the lungs that of every other.
+    Returns ``(C, size, size)`` binary float masks.
+    """
+    image = anchor.detach().float().reshape(anchor.shape[-2:]).numpy()
+    image = (image - image.min()) / max(float(image.max() - image.min()), 1e-12)
+    cut = _otsu_threshold(image)
+    lungs = _lungs(image < cut)
+    heart = _heart(image >= cut, lungs)
+    masks = []
+    for name in findings:
+        region = lungs if finding_by_name(name).symmetric else heart
+        tensor = torch.from_numpy(region.astype(np.float32))[None, None]
+        masks.append(functional.interpolate(tensor, size=(size, size), mode="bilinear",
+                                            align_corners=False)[0, 0].round())
+    return torch.stack(masks)
+
+
+def _lungs(dark: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(dark, structure=np.ones((3, 3), dtype=bool))
+    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0],
+                                           labels[:, -1]]))) - {0}
+    sizes = {i: int((labels == i).sum()) for i in range(1, count + 1) if i not in border}
+    if not sizes:
+        raise ConfigError("pseudo masks: the anchor shows no dark lung field inside the thorax")
+    keep = sorted(sizes, key=sizes.get, reverse=True)[:2]
+    return ndimage.binary_fill_holes(np.isin(labels, keep))
+
+
+def _heart(bright: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    rows, cols = np.nonzero(lungs)
+    labels, count = ndimage.label(lungs)
+    centroids = sorted(c for _, c in ndimage.center_of_mass(lungs, labels, range(1, count + 1)))
+    left, right = (int(centroids[0]), int(centroids[-1])) if count > 1 else (
+        cols.min(), cols.max())
+    top = int((rows.min() + rows.max()) / 2)
+    region = np.zeros_like(bright)
+    region[top:rows.max() + 1, left:right + 1] = True
+    candidates, found = ndimage.label(bright & region)
+    if not found:
+        return region
+    sizes = np.bincount(candidates.ravel())[1:]
+    return ndimage.binary_fill_holes(candidates == int(np.argmax(sizes)) + 1)
+
+
+def _weights_file(path: Path) -> Path:
+    path = Path(path)
+    return path / WEIGHTS_FILE if path.is_dir() else path
+
+
+def write_seed(out: Path, sources: Sequence[Path | dict[str, torch.Tensor]]) -> Path:
+    """Merge model folders / ``.safetensors`` files / tensor dicts (later ones win)."""
+    merged: dict[str, torch.Tensor] = {}
+    for source in sources:
+        tensors = source if isinstance(source, dict) else load_file(str(_weights_file(source)))
+        merged.update({k: v.detach().float().contiguous() if v.is_floating_point() else v
+                       for k, v in tensors.items()})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(merged, str(out), metadata={"format": "pt"})
+    return out

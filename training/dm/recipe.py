@@ -1,0 +1,227 @@
+"""How the shipped ``dm`` model is made, stage by stage (see ``training/dm/README.md``).
+
+Run from the repository root, each step after the previous one::
+
+    python training/dm/recipe.py anchor        # anchor image + seed of the alignment stage
+    cxrweakloc train training/configs/dm_align_nih_mini.toml
+    python training/dm/recipe.py seed-aligned  # alignment module + cam classifier
+    cxrweakloc train training/configs/dm_aligned_nih_mini.toml
+    python training/dm/recipe.py masks         # disease masks, pseudo masks, figures
+    cxrweakloc train training/configs/dm_nih_mini.toml
+    cxrweakloc train training/configs/dm_pdm_nih_mini.toml
+    python training/dm/recipe.py ablation      # evaluate CAM / +alignment / +DM / +PDM
+    python training/dm/recipe.py ship          # Resources/Models/dm (+ figures)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import figures
+import torch
+
+from CXRWeakLocLib.checkpoint import ModelCard, load_model, update_card
+from CXRWeakLocLib.data.dataset import records_dataset
+from CXRWeakLocLib.data.sources import load_records
+from CXRWeakLocLib.evaluate import best_sweep_rule, evaluate_model
+from CXRWeakLocLib.findings import CHESTXRAY14
+from CXRWeakLocLib.train.config import TrainConfig, load_config
+from CXRWeakLocLib.train.dm_stages import (
+    collect_aligned_cams,
+    disease_masks,
+    mean_normal_image,
+    pseudo_disease_masks,
+    write_seed,
+)
+from CXRWeakLocLib.train.state import load_training_state
+
+logger = logging.getLogger("dm-recipe")
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "training" / "configs"
+RUNS = REPO / "runs" / "dm"
+FIGURES = RUNS / "figures"
+SHIPPED = REPO / "Resources" / "Models" / "dm"
+NIH_MINI = REPO.parent / "shared" / "data" / "nih-mini"
+#: ablation rows: label, model folder, the paper's mean IoU-accuracy at T 0.3 / 0.5 / 0.7
+VARIANTS = (
+    ("CAM", REPO / "Resources" / "Models" / "cam", (0.31, 0.17, 0.06)),
+    ("+alignment", RUNS / "aligned" / "model", (0.37, 0.21, 0.10)),
+    ("+alignment+DM", RUNS / "attention" / "model", (0.47, 0.27, 0.13)),
+    ("+alignment+PDM", RUNS / "pdm" / "model", (0.43, 0.24, 0.11)),
+)
+MASK_SIZE = 32
+EXAMPLES = 6
+
+
+def _config(name: str) -> TrainConfig:
+    return load_config(CONFIGS / name)
+
+
+def _card(config: TrainConfig) -> ModelCard:
+    """The card fields the data pipeline needs (size, normalisation, findings)."""
+    return ModelCard(name=config.run.name, method=config.model.method, architecture={},
+                     findings=config.model.findings or [f.name for f in CHESTXRAY14],
+                     input_size=config.model.input_size,
+                     normalization=dict(config.model.normalization))
+
+
+def _cam_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The cam classifier's tensors from a model folder or a running training's state."""
+    if (path / "state.json").is_file():
+        parts, meta = load_training_state(path)
+        logger.info("cam weights from the training state of epoch %s", meta["epoch"])
+        return parts["model"]
+    return load_model(path).network.state_dict()
+
+
+def anchor(args: argparse.Namespace) -> None:
+    """Anchor = mean normal training image; seed = cam weights + anchor."""
+    config = _config("dm_align_nih_mini.toml")
+    size = int(config.model.options.get("anchor_size", 128))
+    image = mean_normal_image(load_records(config), _card(config), size)
+    seed = write_seed(config.path(config.model.init_from),
+                      [_cam_weights(Path(args.cam)), {"anchor": image}])
+    figures.save_anchor(image, FIGURES / "anchor.png")
+    logger.info("wrote %s and %s", seed, FIGURES / "anchor.png")
+
+
+def seed_aligned(args: argparse.Namespace) -> None:
+    """Seed of the +alignment classifier: the trained alignment module + the cam classifier."""
+    config = _config("dm_aligned_nih_mini.toml")
+    seed = write_seed(config.path(config.model.init_from),
+                      [RUNS / "align" / "model", _cam_weights(Path(args.cam))])
+    logger.info("wrote %s", seed)
+
+
+def masks(args: argparse.Namespace) -> None:
+    """Disease masks from the +alignment classifier, pseudo masks from the anchor; figures."""
+    model = load_model(RUNS / "aligned" / "model")
+    network, card = model.network, model.card
+    config = _config("dm_nih_mini.toml")
+    records = load_records(config)
+    cams = collect_aligned_cams(network, records, card)
+    learned = disease_masks(cams, card.findings, MASK_SIZE, args.min_probability,
+                            args.min_images, args.threshold)
+    pseudo = pseudo_disease_masks(network.anchor, card.findings, MASK_SIZE)
+    base = RUNS / "aligned" / "model"
+    write_seed(config.path(config.model.init_from), [base, {"disease_masks": learned.masks}])
+    pdm_config = _config("dm_pdm_nih_mini.toml")
+    write_seed(pdm_config.path(pdm_config.model.init_from), [base, {"disease_masks": pseudo}])
+    (FIGURES / "disease_masks.json").write_text(json.dumps(
+        {"images": learned.counts, "fallback_top_k": learned.fallback,
+         "min_probability": args.min_probability, "min_images": args.min_images,
+         "threshold": args.threshold}, indent=2) + "\n")
+    figures.save_masks(learned.masks, card.findings, network.anchor,
+                       FIGURES / "disease_masks.png",
+                       f"Disease masks (CAMs of P >= {args.min_probability:g} positives, "
+                       f"threshold {args.threshold:g})", learned.counts)
+    figures.save_masks(pseudo, card.findings, network.anchor, FIGURES / "pseudo_masks.png",
+                       "Pseudo disease masks from the anchor (lungs; heart if asymmetric)")
+    examples = torch.stack(_examples(records, card))
+    with torch.inference_mode():
+        aligned, _ = network.align(examples)
+        params = network.aligner.parameters_of(examples)
+    figures.save_alignment_examples(examples, aligned, network.anchor, params,
+                                    FIGURES / "alignment_examples.png")
+    logger.info("masks from %s: %s", card.name, learned.counts)
+
+
+def _examples(records, card) -> list[torch.Tensor]:
+    """A few training images spread over the list, as network inputs."""
+    dataset = records_dataset(records[:: max(1, len(records) // EXAMPLES)][:EXAMPLES], card,
+                              augment=False)
+    return [item["image"] for item in dataset]
+
+
+def ablation(args: argparse.Namespace) -> None:
+    """Each variant: choose its mask rule by the sweep, then score it under that rule."""
+    out = REPO / "results" / "eval" / "dm-ablation"
+    rows = []
+    for label, folder, paper in VARIANTS:
+        slug = label.strip("+").replace("+", "-").lower() or "cam"
+        common = dict(dataset="chestxray14", root=NIH_MINI, model=str(folder),
+                      images_list=NIH_MINI / "dev_bbox_list.txt", device="cpu",
+                      progress=False)
+        swept = evaluate_model(out_dir=out / slug / "sweep", sweep=True, **common)
+        rule = best_sweep_rule(swept)
+        report = evaluate_model(out_dir=out / slug, mask_rule=rule, **common)
+        headline = report.headline()
+        floor = report.floor.mean.accuracy_pixel if report.floor else {}
+        rows.append((label, rule, headline, paper, floor))
+        if folder.parent.parent == RUNS:
+            update_card(folder, mask_rule=rule,
+                        metrics={**load_model(folder).card.metrics,
+                                 "dev_bbox": {**headline, "mask_rule": str(rule)}})
+        logger.info("%s: %s", label, report.summary_line())
+    (REPO / "training" / "dm" / "RESULTS.md").write_text(_results_markdown(rows))
+
+
+def _results_markdown(rows) -> str:
+    lines = [
+        "# dm ablation on the nih-mini dev boxes",
+        "",
+        "Mean IoU-accuracy over the 8 boxed findings (pixel mode, each box scored on its",
+        "own finding's heatmap), 446 images / 514 boxes of `dev_bbox_list.txt`; each",
+        "variant's mask rule chosen by `--sweep-mask-rules` on the same set (as for `cam`).",
+        "Paper: ChestX-ray14, ResNet-50 at 512 px trained on 86k images (Table 1/2).",
+        "",
+        "| Model | mask rule | T=0.3 | T=0.5 | T=0.7 | mTIoU | mean AUC | paper 0.3 / 0.5 / 0.7 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, rule, head, paper, _ in rows:
+        lines.append(
+            f"| {label} | `{rule}` | {head['iou_accuracy_0.3']:.3f} | "
+            f"{head['iou_accuracy_0.5']:.3f} | {head['iou_accuracy_0.7']:.3f} | "
+            f"{head['mtiou']:.3f} | {head['mean_roc_auc']:.3f} | "
+            f"{paper[0]:.2f} / {paper[1]:.2f} / {paper[2]:.2f} |")
+    floor = rows[0][4]
+    if floor:
+        lines.append(f"| no-model floor (mean box) | - | {floor[0.3]:.3f} | {floor[0.5]:.3f} | "
+                     f"{floor[0.7]:.3f} | - | - | - |")
+    lines += ["", "Per-finding tables: `results/eval/dm-ablation/<variant>/metrics.md`.", ""]
+    return "\n".join(lines)
+
+
+def ship(args: argparse.Namespace) -> None:
+    """Copy the trained dm model and its figures into Resources/Models/dm."""
+    source = RUNS / "attention" / "model"
+    load_model(source)  # validates card and weights
+    if SHIPPED.exists():
+        shutil.rmtree(SHIPPED)
+    shutil.copytree(source, SHIPPED)
+    for name in ("anchor.png", "disease_masks.png", "pseudo_masks.png",
+                 "alignment_examples.png", "disease_masks.json"):
+        shutil.copy2(FIGURES / name, SHIPPED / name)
+    logger.info("shipped %s (%.1f MB)", SHIPPED,
+                sum(p.stat().st_size for p in SHIPPED.iterdir()) / 1e6)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = parser.add_subparsers(dest="step", required=True)
+    cam_default = str(REPO / "Resources" / "Models" / "cam")
+    for name, function in (("anchor", anchor), ("seed-aligned", seed_aligned)):
+        step = steps.add_parser(name, help=function.__doc__)
+        step.add_argument("--cam", default=cam_default,
+                          help="cam model folder (or a cam run's 'last' training state)")
+        step.set_defaults(function=function)
+    step = steps.add_parser("masks", help=masks.__doc__)
+    step.add_argument("--min-probability", type=float, default=0.8)
+    step.add_argument("--min-images", type=int, default=5)
+    step.add_argument("--threshold", type=float, default=0.5)
+    step.set_defaults(function=masks)
+    for name, function in (("ablation", ablation), ("ship", ship)):
+        steps.add_parser(name, help=function.__doc__).set_defaults(function=function)
+    args = parser.parse_args()
+    args.function(args)
+
+
+if __name__ == "__main__":
+    main()
