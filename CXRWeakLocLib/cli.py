@@ -129,10 +129,12 @@ def _parse_overrides(items: list[str]) -> dict[str, dict]:
 
 def _train(args: argparse.Namespace) -> int:
     from .train.config import load_config
+    from .train.gan import GAN_METHODS, train_gan
     from .train.trainer import train
 
     config = load_config(args.config, _parse_overrides(args.set))
-    result = train(config, device=args.device, resume=not args.no_resume)
+    run = train_gan if config.model.method in GAN_METHODS else train
+    result = run(config, device=args.device, resume=not args.no_resume)
     if result is not None:
         auc = result.validation.get("mean_roc_auc")
         print(f"model written to {result.model_folder}"

@@ -70,6 +70,9 @@ class FindingResult:
     heatmap: np.ndarray | None = None
     mask: np.ndarray | None = None
     boxes: list[Box] = field(default_factory=list)
+    #: the radiograph with this finding's disease map removed, in [0, 1] (only for
+    #: generative methods, whose networks have ``disease_maps``)
+    healed: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -174,10 +177,26 @@ class Localizer:
         selection = select_findings(findings, self.card)
         batch = torch.stack([self.prepare(r) for r in radiographs])
         probabilities, maps = self.predict(batch)
-        return [
+        results = [
             self._result(radiograph, probs, image_maps, selection)
             for radiograph, probs, image_maps in zip(radiographs, probabilities, maps, strict=True)
         ]
+        if hasattr(self.model.network, "disease_maps"):
+            self._heal(radiographs, batch, results)
+        return results
+
+    def _heal(self, radiographs, batch: torch.Tensor, results: list[LocalizationResult]) -> None:
+        """Healed images of the localised findings: ``pixels - D * std``, full resolution."""
+        with torch.inference_mode():
+            signals = self.model.network.disease_maps(batch.to(self.model.device)).float().cpu()
+        std = float(self.card.normalization["std"])
+        for radiograph, signal, result in zip(radiographs, signals, results, strict=True):
+            for index, item in enumerate(result.findings):
+                if item.heatmap is not None:
+                    removed = torch.nn.functional.interpolate(
+                        signal[index][None, None], size=radiograph.size, mode="bilinear",
+                        align_corners=False)[0, 0].numpy()
+                    item.healed = np.clip(radiograph.pixels - removed * std, 0.0, 1.0)
 
     def heatmap(self, maps: torch.Tensor, index: int, size: tuple[int, int]) -> np.ndarray:
         """One finding's model-space map upsampled to ``size`` and normalised to [0, 1]."""

@@ -29,6 +29,10 @@ class OutputLayout:
     def heatmap(self, finding: str) -> Path:
         return self.folder / f"{self.stem}.{finding}.heatmap.nrrd"
 
+    def healed(self, finding: str, extension: str) -> Path:
+        """The healed image of a finding (generative methods): ``.nrrd`` or ``.png``."""
+        return self.folder / f"{self.stem}.{finding}.healed{extension}"
+
     @property
     def dicom_seg(self) -> Path:
         return self.folder / f"{self.stem}.SEG.dcm"

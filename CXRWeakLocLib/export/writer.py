@@ -21,6 +21,7 @@ from ..localize import LocalizationResult
 from ..radiograph import Radiograph
 from .dicom_seg import write_dicom_seg
 from .findings_json import write_findings_json
+from .healed import write_healed
 from .heatmap_nrrd import write_heatmaps
 from .layout import OutputLayout
 from .overview_png import write_overview
@@ -31,8 +32,8 @@ __all__ = ["FORMATS", "export_all", "is_complete"]
 logger = logging.getLogger(__name__)
 
 #: Optional formats; ``findings.json`` is always written. ``dicom-seg`` is written
-#: for DICOM input only.
-FORMATS = ("seg-nrrd", "heatmap-nrrd", "dicom-seg", "png")
+#: for DICOM input only, ``healed`` (NRRD + PNG) for generative methods only.
+FORMATS = ("seg-nrrd", "heatmap-nrrd", "dicom-seg", "png", "healed")
 
 
 def is_complete(layout: OutputLayout) -> bool:
@@ -54,6 +55,8 @@ def _write_files(
     if "png" in formats:
         write_overview(result, radiograph, layout.overview)
         written.append(layout.overview)
+    if "healed" in formats:
+        written.extend(write_healed(result, radiograph, layout))
     names = [path.name for path in written] + [layout.findings_json.name]
     write_findings_json(result, radiograph, layout.findings_json, names)
 

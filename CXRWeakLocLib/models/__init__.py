@@ -17,6 +17,8 @@ from .cam import CAMClassifier
 from .dm import build_dm
 from .gradcam import GradCAMNet
 from .ham import build_ham
+from .taggan import build_taggan
+from .vagan import build_vagan
 
 __all__ = ["BackboneConfig", "ResNetFeatures", "CAMClassifier", "GradCAMNet", "build_model",
            "BUILDERS", "METHODS"]
@@ -42,6 +44,8 @@ BUILDERS: dict[str, Callable[[BackboneConfig, int, dict], nn.Module]] = {
     "gradcam": _gradcam,
     "dm": build_dm,
     "ham": build_ham,
+    "taggan": build_taggan,
+    "vagan": build_vagan,
 }
 METHODS = tuple(BUILDERS)
 

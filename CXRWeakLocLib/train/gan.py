@@ -1,0 +1,507 @@
+"""Adversarial training of the healing networks (TagGAN, VA-GAN).
+
+The classifier trainer's single-objective step does not fit WGAN-GP's alternation
+(``critic_steps`` critic updates per generator update, two optimisers), so this
+loop is separate; it reuses the trainer's pieces: the run config, the patient
+split, ``records_dataset`` (the same input transform as ``localize``), the model
+card, resumable state (``train/state.py``), CSV + TensorBoard logs, operating
+thresholds and the validation report.
+
+Every loss weight and the schedule are named settings of the run's ``[loss]``
+table (:class:`GANSettings`). One epoch is ``steps_per_epoch`` generator steps;
+``[optim] epochs``, ``batch_size``, ``lr`` and ``checkpoint_every`` keep their
+meaning. A person can watch a run: ``samples/step_NNNNNN.png`` grids (input, map,
+healed) every ``sample_every`` steps, losses per epoch in ``log.csv`` and
+TensorBoard; a killed run resumes from its last checkpoint. A NaN loss or a
+critic loss beyond ``max_critic_loss`` stops the run with a one-line
+:class:`TrainingDivergedError` message, and nothing of the diverged epoch is saved.
+
+Batches pair each abnormal image ``x`` with a finding ``c`` it has (findings drawn
+uniformly, then an image having it), a real image *without* ``c`` for the normal
+critic and another image *with* ``c`` for the abnormal critic; the critics have
+one head per finding. DistributedDataParallel is not supported here (the
+gradient penalty's double backward); GAN runs use one process and one device.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.utils import set_determinism
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from ..checkpoint import save_model
+from ..data.dataset import records_dataset
+from ..data.records import ImageRecord, label_vector
+from ..data.sources import load_records
+from ..errors import ConfigError, CXRWeakLocError
+from ..evaluate import parse_mask_rule
+from ..findings import CHESTXRAY14
+from ..localize import resolve_device
+from ..masks import normalize_heatmap
+from ..models import build_model
+from ..models.taggan import Critic, HealingNet, MapGenerator
+from .config import TrainConfig
+from .state import load_training_state, save_training_state
+from .trainer import (
+    TrainResult,
+    _card,
+    _classification,
+    _RunLogs,
+    operating_thresholds,
+    split_by_patient,
+)
+
+__all__ = ["GAN_METHODS", "GANSettings", "TrainingDivergedError", "gradient_penalty", "train_gan",
+           "calibrate_scores"]
+
+logger = logging.getLogger(__name__)
+
+GAN_METHODS = ("taggan", "vagan")
+
+
+class TrainingDivergedError(CXRWeakLocError):
+    """A GAN run that produced NaN or exploding losses (nothing was saved past it)."""
+
+
+@dataclass(frozen=True)
+class GANSettings:
+    """The ``[loss]`` table of a GAN run: every weight and the schedule, by name.
+
+    Attributes:
+        steps_per_epoch: generator steps per epoch (logs and checkpoints per epoch).
+        critic_steps: critic updates per generator update.
+        warmup_generator_steps: for the first this many generator steps, and every
+            ``warmup_every``-th, the critic gets ``warmup_critic_steps`` updates
+            (VA-GAN: 25, 100, 100); 0 turns it off.
+        warmup_critic_steps: critic updates in those steps.
+        warmup_every: period of the extra critic training (0: only at the start).
+        lambda_gp: gradient-penalty weight (WGAN-GP).
+        adversarial: weight of the normal critic's term in the generator loss.
+        adversarial_abnormal: weight of the abnormal critic's term (TagGAN only).
+        cycle: weight of ``|x - G_NA(x - M)|_1`` (TagGAN only).
+        sparsity: weight of the map's L1 norm ``|M|_1`` (mean over pixels).
+        identity: weight of ``|G(x', c)|_1`` for images ``x'`` without ``c``: a
+            healthy image heals to itself (Fixed-Point GAN's conditional identity).
+        beta1, beta2: Adam betas of both optimisers (TagGAN 0.5/0.999, VA-GAN 0/0.9).
+        critic_lr: critic learning rate (0: ``[optim] lr``).
+        sample_every: generator steps between sample grids (0: never).
+        sample_count: images in a sample grid.
+        max_critic_loss: a critic loss beyond this magnitude stops the run.
+        mask_rule: the card's default constraint function, ``name:value``.
+    """
+
+    steps_per_epoch: int = 100
+    critic_steps: int = 5
+    warmup_generator_steps: int = 0
+    warmup_critic_steps: int = 100
+    warmup_every: int = 0
+    lambda_gp: float = 10.0
+    adversarial: float = 1.0
+    adversarial_abnormal: float = 1.0
+    cycle: float = 10.0
+    sparsity: float = 100.0
+    identity: float = 0.0
+    beta1: float = 0.5
+    beta2: float = 0.999
+    critic_lr: float = 0.0
+    sample_every: int = 100
+    sample_count: int = 4
+    max_critic_loss: float = 1e4
+    mask_rule: str = "fraction_of_max:0.5"
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GANSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"[loss]: unknown GAN setting(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(sorted(known))})")
+        try:
+            settings = cls(**values)
+        except TypeError as error:
+            raise ConfigError(f"[loss]: {error}") from None
+        if settings.steps_per_epoch < 1 or settings.critic_steps < 1:
+            raise ConfigError("[loss]: steps_per_epoch and critic_steps must be >= 1")
+        return settings
+
+    def critic_updates(self, step: int) -> int:
+        """Critic updates before generator step ``step`` (0-based)."""
+        warm = step < self.warmup_generator_steps or (
+            self.warmup_every > 0 and step > 0 and step % self.warmup_every == 0)
+        return self.warmup_critic_steps if warm and self.warmup_generator_steps else \
+            self.critic_steps
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
+                     fake: torch.Tensor, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
+    """WGAN-GP: ``mean((|grad D(x_hat)|_2 - 1)^2)`` on random interpolates ``x_hat``.
+
+    The norm is taken over **all** non-batch axes (the official VA-GAN code took it
+    over axis 1 only, i.e. per row of pixels, which is not the critic's gradient norm).
+    """
+    alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=generator,
+                       device="cpu").to(real.device, real.dtype)
+    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    scores = critic(mixed)
+    (grads,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    norms = grads.flatten(start_dim=1).norm(2, dim=1)
+    return ((norms - 1) ** 2).mean()
+
+
+class PairSampler:
+    """Draws (abnormal image, its finding, image without it, other image with it) batches."""
+
+    def __init__(self, dataset, labels: np.ndarray, known: np.ndarray, batch_size: int) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        positive, negative = (labels > 0) & (known > 0), (labels == 0) & (known > 0)
+        self.classes = [c for c in range(labels.shape[1])
+                        if positive[:, c].any() and negative[:, c].any()]
+        if not self.classes:
+            raise ConfigError("no finding has both positive and negative training images")
+        self.positives = {c: np.flatnonzero(positive[:, c]) for c in self.classes}
+        self.negatives = {c: np.flatnonzero(negative[:, c]) for c in self.classes}
+        self.generator = torch.Generator()
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def _pick(self, pool: np.ndarray) -> int:
+        return int(pool[torch.randint(len(pool), (1,), generator=self.generator).item()])
+
+    def _image(self, index: int) -> torch.Tensor:
+        return torch.as_tensor(self.dataset[index]["image"]).float()
+
+    def draw(self, device: torch.device) -> dict[str, torch.Tensor]:
+        classes = [self.classes[int(i)] for i in torch.randint(
+            len(self.classes), (self.batch_size,), generator=self.generator)]
+        items: dict[str, list] = {"image": [], "normal": [], "abnormal": []}
+        for c in classes:
+            items["image"].append(self._image(self._pick(self.positives[c])))
+            items["normal"].append(self._image(self._pick(self.negatives[c])))
+            items["abnormal"].append(self._image(self._pick(self.positives[c])))
+        batch = {k: torch.stack(v).to(device) for k, v in items.items()}
+        batch["finding"] = torch.tensor(classes, device=device)
+        return batch
+
+
+class _Recipe:
+    """Networks and losses of one GAN method; subclasses define the losses."""
+
+    def __init__(self, net: HealingNet, settings: GANSettings, num_classes: int) -> None:
+        self.net = net
+        self.settings = settings
+        self.generators = nn.ModuleDict({"map": net})
+        self.critics = nn.ModuleDict({"normal": Critic(num_classes, net.options.critic_width)})
+        self.noise = torch.Generator().manual_seed(0)
+
+    def _penalised(self, name: str, real: torch.Tensor, fake: torch.Tensor,
+                   classes: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+        critic = self.critics[name]
+        distance = critic(fake, classes).mean() - critic(real, classes).mean()
+        penalty = gradient_penalty(lambda images: critic(images, classes), real, fake,
+                                   self.noise)
+        return distance + self.settings.lambda_gp * penalty, distance.item(), penalty.item()
+
+    def _map_terms(self, batch: dict, healed: torch.Tensor, generated: torch.Tensor
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+        s, classes = self.settings, batch["finding"]
+        adversarial = -self.critics["normal"](healed, classes).mean()
+        sparsity = generated.abs().mean()
+        loss = s.adversarial * adversarial + s.sparsity * sparsity
+        parts = {"g_adv_normal": adversarial.item(), "g_sparsity": sparsity.item()}
+        if s.identity:
+            identity = self.net.map(batch["normal"], classes).abs().mean()
+            loss = loss + s.identity * identity
+            parts["g_identity"] = identity.item()
+        return loss, parts
+
+    def critic_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def generator_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+
+class TagGANRecipe(_Recipe):
+    """Forward cycle ``y = x - G_AM(x, c)`` judged by ``D_N``; backward ``G_NA`` judged by ``D_A``.
+
+    ``G_NA`` predicts the map back (``x_rec = y + G_NA(y, c)``), so the cycle loss is
+    ``|x - x_rec|_1``.
+    """
+
+    def __init__(self, net: HealingNet, settings: GANSettings, num_classes: int) -> None:
+        super().__init__(net, settings, num_classes)
+        self.generators["restore"] = MapGenerator(num_classes, net.options.channels)
+        self.critics["abnormal"] = Critic(num_classes, net.options.critic_width)
+
+    def _cycle(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        healed, generated = self.net.heal(batch["image"], batch["finding"])
+        restored = healed + self.generators["restore"](healed, batch["finding"])
+        return healed, generated, restored
+
+    def critic_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.no_grad():
+            healed, _, restored = self._cycle(batch)
+        classes = batch["finding"]
+        normal, d_n, gp_n = self._penalised("normal", batch["normal"], healed, classes)
+        abnormal, d_a, gp_a = self._penalised("abnormal", batch["abnormal"], restored, classes)
+        return normal + abnormal, {"d_normal": d_n, "gp_normal": gp_n,
+                                   "d_abnormal": d_a, "gp_abnormal": gp_a}
+
+    def generator_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        s = self.settings
+        healed, generated, restored = self._cycle(batch)
+        loss, parts = self._map_terms(batch, healed, generated)
+        adversarial = -self.critics["abnormal"](restored, batch["finding"]).mean()
+        cycle = (batch["image"] - restored).abs().mean()
+        loss = loss + s.adversarial_abnormal * adversarial + s.cycle * cycle
+        return loss, {**parts, "g_adv_abnormal": adversarial.item(), "g_cycle": cycle.item()}
+
+
+class VAGANRecipe(_Recipe):
+    """``y = x + M`` judged by one WGAN-GP critic against real normals; ``L1`` on ``M``."""
+
+    def critic_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.no_grad():
+            healed, _ = self.net.heal(batch["image"], batch["finding"])
+        loss, distance, penalty = self._penalised("normal", batch["normal"], healed,
+                                                  batch["finding"])
+        return loss, {"d_normal": distance, "gp_normal": penalty}
+
+    def generator_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        healed, generated = self.net.heal(batch["image"], batch["finding"])
+        return self._map_terms(batch, healed, generated)
+
+
+RECIPES: dict[str, type[_Recipe]] = {"taggan": TagGANRecipe, "vagan": VAGANRecipe}
+
+
+def _check(step: int, critic: float, parts: dict[str, float], limit: float) -> None:
+    bad = sorted(name for name, value in parts.items() if not math.isfinite(value))
+    if bad or not math.isfinite(critic):
+        raise TrainingDivergedError(f"training diverged at generator step {step}: "
+                               f"{', '.join(bad) or 'critic loss'} is NaN/inf; nothing saved "
+                               f"past the last checkpoint (lower [optim] lr)")
+    if abs(critic) > limit:
+        raise TrainingDivergedError(f"training diverged at generator step {step}: critic loss "
+                               f"{critic:.3g} exceeds max_critic_loss {limit:g}; nothing saved "
+                               f"past the last checkpoint (lower [optim] lr or raise lambda_gp)")
+
+
+def _labels(records: list[ImageRecord], findings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [label_vector(record, findings) for record in records]
+    return (np.stack([p[0] for p in pairs]).astype(np.float32),
+            np.stack([p[1] for p in pairs]).astype(np.float32))
+
+
+def _write_samples(net: HealingNet, images: torch.Tensor, classes: torch.Tensor,
+                   path: Path, logs: _RunLogs, step: int) -> None:
+    """A grid: one row per image: input | |M| | healed (each scaled to 0-255)."""
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        healed, generated = net.heal(images, classes)
+    net.train(was_training)
+    rows = []
+    for x, m, y in zip(images[:, 0].cpu().numpy(), generated[:, 0].abs().cpu().numpy(),
+                       healed[:, 0].cpu().numpy(), strict=True):
+        low, high = float(x.min()), max(float(x.max()), float(x.min()) + 1e-6)
+        x, y = (np.clip((a - low) / (high - low), 0, 1) for a in (x, y))
+        rows.append(np.concatenate([x, normalize_heatmap(m), y], axis=1))
+    grid = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    logs.tensorboard.add_image("samples", grid, step, dataformats="HW")
+
+
+def calibrate_scores(scores: np.ndarray, labels: np.ndarray, known: np.ndarray,
+                     iterations: int = 50, ridge: float = 1e-3
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-finding logistic fit ``P = sigmoid(w * score + b)`` (Newton's method).
+
+    Scores are standardised first; findings without both classes keep ``w = 1``
+    and a bias that puts the mean score at probability 0.5.
+    """
+    weights, biases = np.ones(scores.shape[1]), np.zeros(scores.shape[1])
+    for c in range(scores.shape[1]):
+        mask = known[:, c] > 0
+        s, y = scores[mask, c].astype(np.float64), labels[mask, c].astype(np.float64)
+        mean, std = (float(s.mean()), float(s.std()) or 1.0) if len(s) else (0.0, 1.0)
+        if len(y) == 0 or y.min() == y.max():
+            weights[c], biases[c] = 1.0 / std, -mean / std
+            continue
+        z = np.stack([(s - mean) / std, np.ones_like(s)], axis=1)
+        theta = np.zeros(2)
+        for _ in range(iterations):
+            p = 1 / (1 + np.exp(-z @ theta))
+            gradient = z.T @ (p - y) + ridge * theta
+            hessian = (z * (p * (1 - p))[:, None]).T @ z + ridge * np.eye(2)
+            theta -= np.linalg.solve(hessian, gradient)
+        weights[c], biases[c] = theta[0] / std, theta[1] - theta[0] * mean / std
+    return weights.astype(np.float32), biases.astype(np.float32)
+
+
+def _scores(net: HealingNet, dataset, device: torch.device, batch_size: int) -> np.ndarray:
+    net.eval()
+    scores = []
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            images = torch.stack([torch.as_tensor(dataset[i]["image"]).float()
+                                  for i in range(start, min(len(dataset), start + batch_size))])
+            _, maps = net(images.to(device))
+            scores.append(net.scores(maps).float().cpu().numpy())
+    return np.concatenate(scores)
+
+
+def train_gan(config: TrainConfig, device: str = "auto", resume: bool = True) -> TrainResult:
+    """Train a TagGAN or VA-GAN run config; returns the exported model folder."""
+    method = config.model.method
+    if method not in RECIPES:
+        raise ConfigError(f"method {method!r} is not a GAN method ({', '.join(RECIPES)})")
+    settings = GANSettings.from_dict(config.loss)
+    mask_rule = parse_mask_rule(settings.mask_rule)
+    env_device = resolve_device(device)
+    run_dir = config.path(config.run.output)
+    findings = config.model.findings or [f.name for f in CHESTXRAY14]
+    records = load_records(config)
+    train_records, val_records = split_by_patient(records, config.data.val_fraction,
+                                                  config.run.seed)
+    if not train_records:
+        raise ConfigError("no training images (check [data] root and train_list)")
+    card = _card(config, findings, len(train_records))
+    card.mask_rule = mask_rule
+    set_determinism(config.run.seed)
+    net = build_model({"method": method, **card.architecture}, len(findings))
+    if not isinstance(net, HealingNet):
+        raise ConfigError(f"method {method!r} does not build a healing network")
+    recipe = RECIPES[method](net, settings, len(findings))
+    recipe.generators.to(env_device)
+    recipe.critics.to(env_device)
+    betas = (settings.beta1, settings.beta2)
+    g_opt = torch.optim.Adam(recipe.generators.parameters(), lr=config.optim.lr, betas=betas)
+    d_opt = torch.optim.Adam(recipe.critics.parameters(),
+                             lr=settings.critic_lr or config.optim.lr, betas=betas)
+
+    train_ds = records_dataset(train_records, card, augment=True,
+                               num_workers=config.data.num_workers)
+    labels, known = _labels(train_records, findings)
+    sampler = PairSampler(train_ds, labels, known, config.optim.batch_size)
+    sample_items = [int(sampler.positives[c][0]) for c in sampler.classes][
+        :settings.sample_count]
+    sample_ds = records_dataset([train_records[i] for i in sample_items], card, augment=False)
+    sample_images = torch.stack([torch.as_tensor(sample_ds[i]["image"]).float()
+                                 for i in range(len(sample_ds))]).to(env_device)
+    sample_classes = torch.tensor(
+        [int(np.flatnonzero((labels[i] > 0) & (known[i] > 0))[0]) for i in sample_items],
+        device=env_device)
+
+    start_epoch, state_dir = 0, run_dir / "last"
+    if resume and (state_dir / "state.json").is_file():
+        parts, meta = load_training_state(state_dir)
+        recipe.generators.load_state_dict(parts["generators"])
+        recipe.critics.load_state_dict(parts["critics"])
+        g_opt.load_state_dict(parts["g_opt"])
+        d_opt.load_state_dict(parts["d_opt"])
+        start_epoch = int(meta["epoch"])
+        logger.info("resuming %s from epoch %d", run_dir, start_epoch + 1)
+    logger.info("training %s (%s) on %d images (%d validation, %d findings with both "
+                "classes) on %s", card.name, method, len(train_records), len(val_records),
+                len(sampler.classes), env_device)
+
+    logs = _RunLogs(run_dir)
+    try:
+        for epoch in range(start_epoch, config.optim.epochs):
+            _train_epoch(recipe, sampler, train_ds, g_opt, d_opt, settings, config, epoch,
+                         env_device, logs, (sample_images, sample_classes, run_dir))
+            if ((epoch + 1) % config.optim.checkpoint_every == 0
+                    or epoch + 1 == config.optim.epochs):
+                save_training_state(
+                    state_dir,
+                    {"generators": recipe.generators.state_dict(),
+                     "critics": recipe.critics.state_dict(),
+                     "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict()},
+                    {"epoch": epoch + 1, "config": config.to_dict()},
+                )
+    finally:
+        logs.close()
+
+    validation = _calibrate(net, card, val_records or train_records, findings, env_device,
+                            config.optim.batch_size)
+    folder = save_model(run_dir / "model", card, net.cpu(), overwrite=True)
+    logger.info("model written to %s", folder)
+    return TrainResult(folder, run_dir, config.optim.epochs, validation)
+
+
+def _train_epoch(recipe: _Recipe, sampler: PairSampler, train_ds, g_opt, d_opt,
+                 settings: GANSettings, config: TrainConfig, epoch: int,
+                 device: torch.device, logs: _RunLogs, samples: tuple) -> None:
+    epoch_seed = config.run.seed * 1000 + epoch
+    set_determinism(epoch_seed)
+    train_ds.transform.set_random_state(seed=epoch_seed)
+    sampler.seed(epoch_seed)
+    recipe.noise.manual_seed(epoch_seed)
+    recipe.generators.train()
+    recipe.critics.train()
+    started, totals = time.time(), {}
+    first = epoch * settings.steps_per_epoch
+    bar = tqdm(range(first, first + settings.steps_per_epoch),
+               desc=f"epoch {epoch + 1}/{config.optim.epochs}", leave=False, dynamic_ncols=True)
+    for step in bar:
+        for _ in range(settings.critic_updates(step)):
+            critic_loss, critic_parts = recipe.critic_loss(sampler.draw(device))
+            d_opt.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            d_opt.step()
+        for parameter in recipe.critics.parameters():
+            parameter.requires_grad_(False)
+        generator_loss, generator_parts = recipe.generator_loss(sampler.draw(device))
+        g_opt.zero_grad(set_to_none=True)
+        generator_loss.backward()
+        g_opt.step()
+        for parameter in recipe.critics.parameters():
+            parameter.requires_grad_(True)
+        parts = {"critic": critic_loss.item(), **critic_parts,
+                 "generator": generator_loss.item(), **generator_parts}
+        _check(step + 1, parts["critic"], parts, settings.max_critic_loss)
+        for name, value in parts.items():
+            totals[name] = totals.get(name, 0.0) + value
+        bar.set_postfix(critic=f"{parts['critic']:.3f}", gen=f"{parts['generator']:.3f}")
+        if settings.sample_every and (step + 1) % settings.sample_every == 0:
+            images, classes, run_dir = samples
+            _write_samples(recipe.net, images, classes,
+                           run_dir / "samples" / f"step_{step + 1:06d}.png", logs, step + 1)
+    count = settings.steps_per_epoch
+    row = {"epoch": epoch + 1, "step": first + count,
+           **{name: value / count for name, value in totals.items()},
+           "seconds": round(time.time() - started, 1)}
+    logs.write(row)
+    logger.info("epoch %d: %s", epoch + 1,
+                ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in row.items()))
+
+
+def _calibrate(net: HealingNet, card, records: list[ImageRecord], findings: list[str],
+               device: torch.device, batch_size: int) -> dict:
+    """Fit the map-score calibration and the operating thresholds on ``records``."""
+    dataset = records_dataset(records, card, augment=False)
+    scores = _scores(net, dataset, device, batch_size)
+    labels, known = _labels(records, findings)
+    net.set_calibration(*calibrate_scores(scores, labels, known))
+    probs = 1 / (1 + np.exp(-(scores * net.score_weight.cpu().numpy()
+                              + net.score_bias.cpu().numpy())))
+    card.operating_thresholds = operating_thresholds(probs, labels, known, findings)
+    validation = _classification(probs, labels, known, findings)
+    card.metrics["validation"] = {"images": len(records), **validation}
+    return validation
