@@ -12,9 +12,10 @@ the paper's binary map is refined >= 0.999, i.e. min-max map >= ~0.469.
 
 The paper uses ResNet-50 at 512 px; ours is the same half-width ResNet-18 as the
 shipped ``cam`` model (1,000 training images and a CPU make it the right size), so a
-HAM run can start from the ``cam`` model's backbone (``[model] init_from``). The
-head widths follow the paper's ratios: FA inner width = features / 4, fused width =
-features (the paper: 512 for 2048).
+HAM run can start from the ``cam`` model's backbone (``[model] init_from``). Head
+widths as in the public code: FA inner width = features / 4; the fused width is the
+public code's fixed 512, which equals its ResNet-18's features, so ours defaults to
+the backbone's features (256 for the half-width ResNet-18).
 """
 
 from __future__ import annotations
