@@ -134,6 +134,21 @@ def test_fa_block_starts_as_the_identity():
     assert not torch.allclose(block(x), x)
 
 
+def test_dilated_stride_8_backbone_equals_the_strided_one_where_both_are_defined():
+    from CXRWeakLocLib.models.backbone import ResNetFeatures
+
+    torch.manual_seed(3)
+    strided = ResNetFeatures(BackboneConfig("resnet10", 0.125, output_stride=32)).eval()
+    dilated = ResNetFeatures(BackboneConfig("resnet10", 0.125, output_stride=8,
+                                            dilated=True)).eval()
+    dilated.load_state_dict(strided.state_dict())
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        coarse, fine = strided(x), dilated(x)
+    assert coarse.shape[-1] == 2 and fine.shape[-1] == 8
+    torch.testing.assert_close(fine[..., ::4, ::4], coarse, atol=1e-5, rtol=1e-4)
+
+
 def test_output_shapes_and_stride_8():
     net = tiny_ham(num_classes=3).eval()
     x = torch.randn(2, 1, 64, 64)
