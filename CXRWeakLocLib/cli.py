@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     loc.add_argument("--overwrite", action="store_true", help="replace existing results")
     loc.add_argument("--batch-size", type=int, default=4)
+    loc.add_argument("--workers", type=int, default=2,
+                     help="processes decoding files while the model runs (0: none)")
     loc.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = commands.add_parser("evaluate", help="localisation and classification metrics")
@@ -86,17 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _localize(args: argparse.Namespace) -> int:
     from .batch import localize_files
+    from .distributed import Shard
     from .localize import Localizer, select_findings
     from .radiograph import find_radiographs
 
     files = find_radiographs(args.inputs)
     if not files:
         raise CXRWeakLocError(f"no radiographs found in {', '.join(map(str, args.inputs))}")
-    localizer = Localizer.from_name(args.model, args.device)
-    findings = select_findings(args.findings, localizer.card)
-    report = localize_files(localizer, files, args.out, findings, args.overwrite,
-                            batch_size=max(1, args.batch_size), progress=not args.quiet)
-    report.write_summary(args.out / "summary.csv")
+    shard = Shard.from_env()  # torchrun: this rank's share of the inputs and its GPU
+    with shard.process_group():
+        localizer = Localizer.from_name(args.model, shard.device(args.device))
+        findings = select_findings(args.findings, localizer.card)
+        report = localize_files(localizer, files, args.out, findings, args.overwrite,
+                                batch_size=max(1, args.batch_size),
+                                progress=not args.quiet and shard.main,
+                                workers=args.workers, shard=shard)
+    if not shard.main:  # rank 0 reports every input
+        return EXIT_FAILED_INPUTS if report.failed else 0
     done, skipped, failed = (report.by_status(s) for s in ("done", "skipped", "failed"))
     for outcome in done:
         found = ", ".join(outcome.positive_findings) or "no finding above threshold"
