@@ -70,11 +70,11 @@ def _card(config: TrainConfig) -> ModelCard:
                      normalization=dict(config.model.normalization))
 
 
-def _cam_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The cam classifier's tensors from a model folder or a running training's state."""
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    """A model's tensors from a model folder or a (running) training's ``last`` state."""
     if (path / "state.json").is_file():
         parts, meta = load_training_state(path)
-        logger.info("cam weights from the training state of epoch %s", meta["epoch"])
+        logger.info("weights of %s: training state of epoch %s", path, meta["epoch"])
         return parts["model"]
     return load_model(path).network.state_dict()
 
@@ -85,7 +85,7 @@ def anchor(args: argparse.Namespace) -> None:
     size = int(config.model.options.get("anchor_size", 128))
     image = mean_normal_image(load_records(config), _card(config), size)
     seed = write_seed(config.path(config.model.init_from),
-                      [_cam_weights(Path(args.cam)), {"anchor": image}])
+                      [_weights(Path(args.cam)), {"anchor": image}])
     figures.save_anchor(image, FIGURES / "anchor.png")
     logger.info("wrote %s and %s", seed, FIGURES / "anchor.png")
 
@@ -94,7 +94,7 @@ def seed_aligned(args: argparse.Namespace) -> None:
     """Seed of the +alignment classifier: the trained alignment module + the cam classifier."""
     config = _config("dm_aligned_nih_mini.toml")
     seed = write_seed(config.path(config.model.init_from),
-                      [RUNS / "align" / "model", _cam_weights(Path(args.cam))])
+                      [_weights(Path(args.align)), _weights(Path(args.cam))])
     logger.info("wrote %s", seed)
 
 
@@ -212,6 +212,9 @@ def main() -> None:
         step.add_argument("--cam", default=cam_default,
                           help="cam model folder (or a cam run's 'last' training state)")
         step.set_defaults(function=function)
+        if name == "seed-aligned":
+            step.add_argument("--align", default=str(RUNS / "align" / "model"),
+                              help="alignment-stage model folder (or its 'last' training state)")
     step = steps.add_parser("masks", help=masks.__doc__)
     step.add_argument("--min-probability", type=float, default=0.8)
     step.add_argument("--min-images", type=int, default=5)
