@@ -157,13 +157,14 @@ def pseudo_disease_masks(anchor: torch.Tensor, findings: Sequence[str],
 
     Rule, on the anchor min-max normalised to [0, 1]:
 
-    * **lung fields**: pixels darker than the anchor's Otsu threshold, as
-      8-connected regions; regions touching the image border (air outside the
-      body) are dropped; the two largest remaining regions are the lungs, holes
-      filled.
-    * **heart**: pixels at or above the Otsu threshold inside the lungs' bounding
-      box, between the lungs' centroids, in the lower half of the lungs' rows;
-      the largest such region.
+    * **lung fields**: the dark pixels (below the ``q``-quantile of the anchor),
+      as 8-connected regions; regions touching the image border (air outside the
+      body) are dropped. ``q`` is the largest of 0.05, 0.06, ..., 0.60 at which
+      two such regions of at least 1% of the image each remain (a larger ``q``
+      joins the lungs to the outside air); those two regions, holes filled.
+    * **heart**: pixels at or above the anchor's Otsu threshold between the
+      lungs' centroids, in the lower half of the lungs' rows; the largest such
+      region, holes filled.
 
     The heart is the mask of the asymmetric findings (Cardiomegaly; Hernia,
     which also sits in the lower mediastinum), the lungs that of every other.
@@ -171,9 +172,8 @@ def pseudo_disease_masks(anchor: torch.Tensor, findings: Sequence[str],
     """
     image = anchor.detach().float().reshape(anchor.shape[-2:]).numpy()
     image = (image - image.min()) / max(float(image.max() - image.min()), 1e-12)
-    cut = _otsu_threshold(image)
-    lungs = _lungs(image < cut)
-    heart = _heart(image >= cut, lungs)
+    lungs = _lungs(image)
+    heart = _heart(image >= _otsu_threshold(image), lungs)
     masks = []
     for name in findings:
         region = lungs if finding_by_name(name).symmetric else heart
@@ -183,15 +183,21 @@ def pseudo_disease_masks(anchor: torch.Tensor, findings: Sequence[str],
     return torch.stack(masks)
 
 
-def _lungs(dark: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(dark, structure=np.ones((3, 3), dtype=bool))
-    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0],
-                                           labels[:, -1]]))) - {0}
-    sizes = {i: int((labels == i).sum()) for i in range(1, count + 1) if i not in border}
-    if not sizes:
-        raise ConfigError("pseudo masks: the anchor shows no dark lung field inside the thorax")
-    keep = sorted(sizes, key=sizes.get, reverse=True)[:2]
-    return ndimage.binary_fill_holes(np.isin(labels, keep))
+def _lungs(image: np.ndarray) -> np.ndarray:
+    best = None
+    for quantile in np.arange(0.05, 0.605, 0.01):
+        labels, count = ndimage.label(image < np.quantile(image, quantile),
+                                      structure=np.ones((3, 3), dtype=bool))
+        border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0],
+                                               labels[:, -1]])))
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        inside = sorted((i for i in range(1, count + 1) if i not in border),
+                        key=lambda i: sizes[i], reverse=True)[:2]
+        if len(inside) == 2 and sizes[inside[1]] >= 0.01 * image.size:
+            best = np.isin(labels, inside)
+    if best is None:
+        raise ConfigError("pseudo masks: the anchor shows no two lung fields inside the thorax")
+    return ndimage.binary_fill_holes(best)
 
 
 def _heart(bright: np.ndarray, lungs: np.ndarray) -> np.ndarray:
