@@ -9,9 +9,10 @@ The stages between trainer runs (``training/dm/recipe.py`` chains them):
    images (labelled positive and ``P_c >= min_probability``; when fewer than
    ``min_images`` qualify, the ``min_images`` most confident labelled positives),
    each min-max normalised, plus its horizontal flip for symmetric findings
-   (``Finding.symmetric``; not for Cardiomegaly or Hernia), averaged, scaled to a
-   maximum of 1, and thresholded: ``T(m) = m where m >= threshold else 0`` (the
-   highly activated area keeps its graded values).
+   (``Finding.symmetric``; not for Cardiomegaly or Hernia), averaged, the average
+   min-max normalised again (averages of broad CAMs have a high floor), and
+   thresholded: ``T(m) = m where m >= threshold else 0`` (the highly activated
+   area keeps its graded values).
 3. :func:`pseudo_disease_masks` - the paper's PDM ablation, drawn from the anchor
    (see the function for the rule).
 4. :func:`write_seed` - merges weights and buffers into one ``.safetensors`` that
@@ -145,8 +146,7 @@ def disease_masks(
         maps = _min_max(maps)
         if finding_by_name(name).symmetric:
             maps = maps + torch.flip(maps, dims=(-1,))
-        mean = maps.mean(0)
-        mean = mean / mean.max().clamp(min=1e-12)
+        mean = _min_max(maps.mean(0))
         masks.append(torch.where(mean >= threshold, mean, torch.zeros_like(mean)))
     return DiseaseMasks(torch.stack(masks), counts, fallback)
 
