@@ -13,6 +13,7 @@ from CXRWeakLocLib.checkpoint import load_model
 from CXRWeakLocLib.data.synthetic import write_synthetic_dataset
 from CXRWeakLocLib.errors import ConfigError
 from CXRWeakLocLib.evaluate import evaluate_model
+from CXRWeakLocLib.export import export_all
 from CXRWeakLocLib.findings import CHESTXRAY14
 from CXRWeakLocLib.localize import Localizer
 from CXRWeakLocLib.metrics import mask_bounding_box
@@ -208,7 +209,7 @@ def test_builder_rejects_unknown_options():
         build_model({"method": "dm", "options": {"colour": 1}}, 2)
 
 
-def test_a_tiny_dm_model_localizes_in_the_radiograph_geometry(tiny_dm):
+def test_a_tiny_dm_model_localizes_and_exports_in_the_radiograph_geometry(tiny_dm, tmp_path):
     model = load_model(tiny_dm)
     assert model.card.method == "dm"
     localizer = Localizer(model)
@@ -218,6 +219,8 @@ def test_a_tiny_dm_model_localizes_in_the_radiograph_geometry(tiny_dm):
     assert finding.heatmap.shape == (80, 100) and finding.mask.shape == (80, 100)
     _, maps = localizer.predict(localizer.prepare(radiograph)[None])
     assert maps.shape == (1, len(FINDINGS), 16, 16)
+    layout = export_all(result, radiograph, tmp_path, stem="dm")
+    assert layout.segmentation.is_file() and layout.heatmap("Effusion").is_file()
 
 
 def test_evaluate_a_tiny_dm_model(tiny_dm, tmp_path):
