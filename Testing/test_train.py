@@ -149,7 +149,7 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     config = write_config(tmp_path, epochs=1, count=32, name="ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "CXRWeakLocLib", "train", "--config", str(config), "--device", "cpu"],
         capture_output=True, text=True, env=env, timeout=600,
     )

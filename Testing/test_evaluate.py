@@ -1,0 +1,119 @@
+"""``evaluate``: report files, the same mask rule as ``localize``, floor and rule sweep."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.data.synthetic import read_synthetic, write_synthetic_dataset
+from CXRWeakLocLib.errors import CXRWeakLocError
+from CXRWeakLocLib.evaluate import best_sweep_rule, evaluate_model, parse_mask_rule
+from CXRWeakLocLib.localize import Localizer
+from CXRWeakLocLib.masks import MaskRule
+from CXRWeakLocLib.metrics import annotation_mask
+from CXRWeakLocLib.radiograph import read_radiograph
+
+
+@pytest.fixture(scope="module")
+def synthetic_set(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), 12, size=96, seed=5)
+
+
+@pytest.fixture(scope="module")
+def report(synthetic_set, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    result = evaluate_model("synthetic", synthetic_set, str(tiny_model), out, device="cpu",
+                            sweep=True, progress=False)
+    return result, out
+
+
+def test_report_files(report, synthetic_set):
+    result, out = report
+    for name in ("metrics.json", "metrics.md", "per_image.csv", "iou_accuracy.png"):
+        assert (out / name).is_file(), name
+    data = json.loads((out / "metrics.json").read_text())
+    records = read_synthetic(synthetic_set)
+    regions = sum(len(r.annotations) for r in records)
+    assert data["images"] == len(records) and data["boxes"] == regions
+    assert "0.3" in data["localization"]["mean"]["accuracy_pixel"]
+    assert data["no_model_floor"] is not None
+    assert "T(IoU)=0.3" in (out / "metrics.md").read_text()
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert len(rows) == regions
+
+
+def test_evaluate_scores_the_masks_localize_exports(report, synthetic_set, tiny_model):
+    _, out = report
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    row = rows[0]
+    record = next(r for r in read_synthetic(synthetic_set) if r.id == row["image"])
+    annotation = next(a for a in record.annotations if a.finding == row["finding"])
+    radiograph = read_radiograph(record.image)
+    result = Localizer(load_model(tiny_model)).localize([radiograph], [row["finding"]])[0]
+    predicted = result.get(row["finding"]).mask
+    truth = annotation_mask(annotation, radiograph.size)
+    iou = (predicted & truth).sum() / (predicted | truth).sum()
+    assert float(row["iou_pixel"]) == pytest.approx(iou, abs=1e-4)
+    assert float(row["probability"]) == pytest.approx(result.get(row["finding"]).probability,
+                                                      abs=1e-4)
+
+
+def test_sweep_and_best_rule(report):
+    result, _ = report
+    assert len(result.sweep) > 5
+    best = best_sweep_rule(result)
+    top = max(s["iou_accuracy_0.3"] for s in result.sweep)
+    assert any(s["name"] == best.name and s["value"] == best.value
+               and s["iou_accuracy_0.3"] == top for s in result.sweep)
+
+
+def test_floor_is_the_mean_box():
+    from CXRWeakLocLib.data.records import Annotation
+    from CXRWeakLocLib.evaluate import _floor_report
+
+    truth = np.zeros((50, 50), bool)
+    truth[10:20, 10:20] = True
+    inputs = [("Mass", (10.0, 10.0, 10.0, 10.0), truth)] * 2
+    report = _floor_report(inputs)
+    assert report.findings["Mass"].accuracy_pixel[0.7] == 1.0
+    assert Annotation("Mass", box=(1, 1, 2, 2)).finding == "Mass"
+
+
+def test_parse_mask_rule():
+    assert parse_mask_rule("fraction_of_max:0.4") == MaskRule("fraction_of_max", 0.4)
+    assert parse_mask_rule("otsu").name == "otsu"
+    with pytest.raises(CXRWeakLocError, match="unknown mask rule"):
+        parse_mask_rule("magic:1")
+    with pytest.raises(CXRWeakLocError, match="not a number"):
+        parse_mask_rule("otsu:x")
+
+
+def test_cli_evaluate_and_bad_root(synthetic_set, tiny_model, tmp_path):
+    run = [sys.executable, "-m", "CXRWeakLocLib", "evaluate", "--dataset", "synthetic",
+           "--model", str(tiny_model), "--device", "cpu"]
+    good = subprocess.run([*run, "--root", str(synthetic_set), "--out", str(tmp_path / "e")],
+                          capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert "IoU-accuracy@0.3" in good.stdout
+    bad = subprocess.run([*run, "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "f")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
+
+
+def test_chestxray14_dev_boxes_are_read(nih_mini):
+    from CXRWeakLocLib.data.sources import read_dataset
+
+    records = read_dataset("chestxray14", nih_mini, nih_mini / "dev_bbox_list.txt",
+                           annotations=True)
+    assert len(records) == 446
+    assert sum(len(r.annotations) for r in records) == 514
+    findings = {a.finding for r in records for a in r.annotations}
+    assert "Infiltration" in findings and "Infiltrate" not in findings
+    training = read_dataset("chestxray14", nih_mini, nih_mini / "train_val_list.txt")
+    assert len(training) == 1043 and all(not r.annotations for r in training)
