@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The dm recipe after the alignment stage, in one queue slot (run it under
-# `flock /tmp/cxr-cpu.lock`): +alignment classifier, masks, attention retraining
-# with learned (shipped) and pseudo masks, and their evaluation.
+# `flock /tmp/cxr-cpu.lock`), the shipped model first: +alignment classifier, masks,
+# attention retraining, its evaluation and shipping; then the ablation rows.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cli=.venv/bin/cxrweakloc
-python=.venv/bin/python
+recipe="./.venv/bin/python training/dm/recipe.py"
 $cli train --config training/configs/dm_aligned_nih_mini.toml
-$python training/dm/recipe.py masks
+$recipe masks
 $cli train --config training/configs/dm_nih_mini.toml
+$recipe ablation --variants +alignment+DM
+$recipe ship
+$recipe ablation --variants +alignment
 $cli train --config training/configs/dm_pdm_nih_mini.toml
-$python training/dm/recipe.py ablation --variants +alignment+DM +alignment +alignment+PDM
+$recipe ablation --variants +alignment+PDM
+if [ -f Resources/Models/cam/model.json ]; then
+    $recipe ablation --variants CAM
+fi
