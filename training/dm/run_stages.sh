@@ -17,3 +17,6 @@ $recipe ablation --variants +alignment+PDM
 if [ -f Resources/Models/cam/model.json ]; then
     $recipe ablation --variants CAM
 fi
+# the shipped model by name, through the CLI, as every model is measured
+$cli evaluate --dataset chestxray14 --root ../shared/data/nih-mini \
+    --images-list ../shared/data/nih-mini/dev_bbox_list.txt --model dm --out results/eval/dm
