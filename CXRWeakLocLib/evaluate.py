@@ -42,10 +42,10 @@ logger = logging.getLogger(__name__)
 
 #: Mask rules scored by ``--sweep-mask-rules`` (to choose a model's rule on a dev set).
 SWEEP_RULES: tuple[MaskRule, ...] = (
-    *(MaskRule("fraction_of_max", v) for v in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)),
-    *(MaskRule("mean_plus_k_std", v) for v in (0.5, 1.0, 1.5, 2.0)),
+    *(MaskRule("fraction_of_max", v) for v in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)),
+    *(MaskRule("mean_plus_k_std", v) for v in (0.0, 0.5, 1.0)),
     MaskRule("otsu", 0.0),
-    *(MaskRule("top_fraction", v) for v in (0.05, 0.1, 0.15, 0.2, 0.3)),
+    *(MaskRule("top_fraction", v) for v in (0.1, 0.2, 0.3, 0.4)),
 )
 
 

@@ -1,0 +1,80 @@
+"""The Localizer: results in each input's own geometry, finding selection, Grad-CAM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.errors import CXRWeakLocError
+from CXRWeakLocLib.localize import Localizer, resolve_device
+from CXRWeakLocLib.models import CAMClassifier, build_model
+from CXRWeakLocLib.models.backbone import BackboneConfig
+from CXRWeakLocLib.radiograph import Radiograph
+from conftest import make_tiny_model
+
+
+def test_in_model_cam_equals_gap_linear_classifier():
+    torch.manual_seed(0)
+    net = CAMClassifier(BackboneConfig("resnet10", 0.25, 16), 3).eval()
+    x = torch.randn(2, 1, 64, 64)
+    logits, maps = net(x)
+    features = net.backbone(x)
+    pooled = features.mean(dim=(2, 3))
+    expected = pooled @ net.classifier.weight[:, :, 0, 0].T + net.classifier.bias
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    assert maps.shape == (2, 3, 4, 4)  # 64 / output stride 16
+
+
+def test_results_follow_each_inputs_geometry(tiny_model):
+    localizer = Localizer(load_model(tiny_model))
+    images = [Radiograph(pixels=np.random.default_rng(i).random((h, w), dtype=np.float32))
+              for i, (h, w) in enumerate([(100, 140), (77, 64)])]
+    results = localizer.localize(images, "all")
+    for image, result in zip(images, results, strict=True):
+        assert len(result.findings) == 14
+        for finding in result.findings:
+            assert finding.heatmap.shape == image.size and finding.mask.shape == image.size
+            assert 0.0 <= finding.heatmap.min() and finding.heatmap.max() <= 1.0
+            assert 0.0 <= finding.probability <= 1.0
+            assert all(b.x1 <= image.size[1] and b.y1 <= image.size[0] for b in finding.boxes)
+
+
+def test_positive_selection_uses_operating_thresholds(tiny_model):
+    localizer = Localizer(load_model(tiny_model))
+    image = Radiograph(pixels=np.full((64, 64), 0.5, np.float32))
+    result = localizer.localize([image], "positive")[0]
+    for finding in result.findings:
+        assert (finding.heatmap is not None) == (finding.probability >= finding.threshold)
+
+
+def test_unknown_selection_and_device():
+    with pytest.raises(CXRWeakLocError, match="unknown device"):
+        resolve_device("tpu")
+
+
+def test_gradcam_model_localizes_with_the_same_probabilities(tmp_path):
+    cam_folder = make_tiny_model(tmp_path / "cam", "cam", seed=1)
+    grad_folder = make_tiny_model(tmp_path / "gradcam", "gradcam", seed=1)
+    cam, grad = load_model(cam_folder), load_model(grad_folder)
+    grad.network.classifier.load_state_dict(cam.network.state_dict())
+    image = Radiograph(pixels=np.random.default_rng(3).random((90, 90), dtype=np.float32))
+    cam_result = Localizer(cam).localize([image], ["Mass"])[0].get("Mass")
+    grad_result = Localizer(grad).localize([image], ["Mass"])[0].get("Mass")
+    assert grad_result.probability == pytest.approx(cam_result.probability, abs=1e-6)
+    assert grad_result.heatmap.shape == (90, 90)
+    # on a GAP + linear head at the last stage, Grad-CAM is ReLU(CAM) up to scale
+    batch = Localizer(cam).prepare(image)[None]
+    _, cam_maps = cam.network(batch)
+    _, grad_maps = grad.network(batch)
+    index = cam.card.findings.index("Mass")
+    relu_cam = torch.relu(cam_maps[0, index])
+    if relu_cam.max() > 0:
+        ratio = grad_maps[0, index][relu_cam > 0] / relu_cam[relu_cam > 0]
+        assert torch.allclose(ratio, ratio.mean(), rtol=1e-3)
+
+
+def test_build_model_rejects_unknown_options():
+    with pytest.raises(ValueError, match="takes no options"):
+        build_model({"method": "cam", "options": {"x": 1}}, 2)

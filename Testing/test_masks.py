@@ -1,0 +1,60 @@
+"""Heatmap-to-mask rules and boxes from connected regions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from CXRWeakLocLib.masks import Box, MaskRule, apply_mask_rule, mask_boxes, normalize_heatmap
+
+
+def two_blobs() -> np.ndarray:
+    heatmap = np.zeros((40, 60), np.float32)
+    heatmap[5:15, 5:20] = 1.0    # strong, 150 px
+    heatmap[25:35, 40:50] = 0.6  # weaker, 100 px
+    return heatmap
+
+
+def test_fraction_of_max():
+    heatmap = two_blobs()
+    assert apply_mask_rule(heatmap, MaskRule("fraction_of_max", 0.5)).sum() == 250
+    assert apply_mask_rule(heatmap, MaskRule("fraction_of_max", 0.7)).sum() == 150
+
+
+def test_mean_plus_k_std_and_top_fraction():
+    heatmap = np.arange(100, dtype=np.float32).reshape(10, 10)
+    mask = apply_mask_rule(heatmap, MaskRule("mean_plus_k_std", 1.0, 0.0))
+    assert mask.sum() == int((heatmap > heatmap.mean() + heatmap.std()).sum())
+    assert apply_mask_rule(heatmap, MaskRule("top_fraction", 0.2, 0.0)).sum() == 20
+
+
+def test_otsu_splits_a_bimodal_map():
+    heatmap = np.zeros((20, 20), np.float32)
+    heatmap[:, 10:] = 1.0
+    heatmap += np.random.default_rng(0).normal(0, 0.05, heatmap.shape).astype(np.float32)
+    assert apply_mask_rule(heatmap, MaskRule("otsu", 0.0, 0.0)).sum() == 200
+
+
+def test_small_regions_are_dropped():
+    heatmap = two_blobs()
+    heatmap[0, 59] = 1.0  # one-pixel speck
+    mask = apply_mask_rule(heatmap, MaskRule("fraction_of_max", 0.5, min_region_fraction=0.1))
+    assert not mask[0, 59] and mask.sum() == 250
+
+
+def test_constant_map_gives_empty_mask():
+    for name in ("fraction_of_max", "otsu", "top_fraction"):
+        assert not apply_mask_rule(np.ones((8, 8)), MaskRule(name, 0.5)).any()
+
+
+def test_boxes_largest_first_in_pixel_coordinates():
+    boxes = mask_boxes(apply_mask_rule(two_blobs(), MaskRule("fraction_of_max", 0.5)))
+    assert boxes == [Box(5, 5, 20, 15), Box(40, 25, 50, 35)]
+    assert boxes[0].to_xywh() == [5, 5, 15, 10] and boxes[0].area == 150
+
+
+def test_normalize_and_rule_validation():
+    assert normalize_heatmap(np.array([[2.0, 4.0]])).tolist() == [[0.0, 1.0]]
+    with pytest.raises(ValueError, match="unknown mask rule"):
+        MaskRule("guess", 1.0)
+    assert MaskRule().with_value(0.3) == MaskRule("fraction_of_max", 0.3)
