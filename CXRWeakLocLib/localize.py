@@ -200,25 +200,45 @@ class Localizer:
 
     def heatmap(self, maps: torch.Tensor, index: int, size: tuple[int, int]) -> np.ndarray:
         """One finding's model-space map upsampled to ``size`` and normalised to [0, 1]."""
+        return self._heatmaps(maps, [index], size)[0]
+
+    @staticmethod
+    def _heatmaps(
+        maps: torch.Tensor, indices: list[int], size: tuple[int, int]
+    ) -> list[np.ndarray]:
+        """The maps of ``indices`` upsampled together (one call) and normalised one by one.
+
+        Bilinear interpolation treats every channel on its own, so each map comes out
+        exactly as it would alone.
+        """
+        if not indices:
+            return []
         upsampled = torch.nn.functional.interpolate(
-            maps[index][None, None], size=size, mode="bilinear", align_corners=False
-        )[0, 0]
-        return normalize_heatmap(upsampled.numpy())
+            maps[indices][None], size=size, mode="bilinear", align_corners=False
+        )[0].numpy()
+        return [normalize_heatmap(map_) for map_ in upsampled]
+
+    @staticmethod
+    def _wanted(result: FindingResult, selection: str | list[str]) -> bool:
+        """Whether ``selection`` asks for this finding's heatmap, mask and boxes."""
+        return (
+            selection == "all"
+            or (selection == "positive" and result.positive)
+            or (isinstance(selection, list) and result.name in selection)
+        )
 
     def _result(self, radiograph, probs, maps, selection) -> LocalizationResult:
-        results = []
-        for index, finding in enumerate(self.findings):
-            result = FindingResult(finding, float(probs[index]), self.card.threshold(finding.name))
-            wanted = (
-                selection == "all"
-                or (selection == "positive" and result.positive)
-                or (isinstance(selection, list) and finding.name in selection)
-            )
-            if wanted:
-                result.heatmap = self.heatmap(maps, index, radiograph.size)
-                result.mask = apply_mask_rule(result.heatmap, self.mask_rule)
-                result.boxes = mask_boxes(result.mask)
-            results.append(result)
+        results = [
+            FindingResult(finding, float(probs[index]), self.card.threshold(finding.name))
+            for index, finding in enumerate(self.findings)
+        ]
+        indices = [index for index, result in enumerate(results) if self._wanted(result, selection)]
+        for index, heatmap in zip(indices, self._heatmaps(maps, indices, radiograph.size),
+                                  strict=True):
+            result = results[index]
+            result.heatmap = heatmap
+            result.mask = apply_mask_rule(heatmap, self.mask_rule)
+            result.boxes = mask_boxes(result.mask)
         return LocalizationResult(
             self.card.name, self.card.version, self.card.method, self.mask_rule, results
         )

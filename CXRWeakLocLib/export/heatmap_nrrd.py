@@ -1,7 +1,7 @@
 """``<stem>.<finding>.heatmap.nrrd``: each localised finding's heatmap as float32.
 
 Same geometry as the segmentation (``W H 1``, LPS), so Slicer overlays the two and
-the input exactly.
+the input exactly. Written with gzip level 1 (:data:`COMPRESSION_LEVEL`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from ..radiograph import Radiograph
 from .geometry import ijk_to_lps, to_ijk
 from .layout import OutputLayout
 
-__all__ = ["write_heatmaps"]
+__all__ = ["COMPRESSION_LEVEL", "write_heatmaps"]
+
+#: gzip level: 1 is the fastest that compresses; float32 maps barely shrink further
+#: at higher levels, which cost several times the time.
+COMPRESSION_LEVEL = 1
 
 
 def write_heatmaps(
@@ -33,8 +37,10 @@ def write_heatmaps(
     }
     written = []
     for item in result.localized:
-        voxels = to_ijk(item.heatmap.astype(np.float32), radiograph, f"{item.name} heatmap")
+        heatmap = np.asarray(item.heatmap, dtype=np.float32)
+        voxels = to_ijk(heatmap, radiograph, f"{item.name} heatmap")
         path = layout.heatmap(item.name)
-        nrrd.write(str(path), voxels, header, index_order="F")
+        nrrd.write(str(path), voxels, header, compression_level=COMPRESSION_LEVEL,
+                   index_order="F")
         written.append(path)
     return written
