@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .errors import CXRWeakLocError
+
 __all__ = [
     "CHESTXRAY14",
     "BOXED_FINDINGS",
@@ -95,8 +97,8 @@ EXTRA_FINDINGS: tuple[Finding, ...] = (
 )
 
 
-class UnknownFindingError(KeyError):
-    """A finding name that no vocabulary entry or alias matches."""
+class UnknownFindingError(CXRWeakLocError, KeyError):
+    """A finding name that no vocabulary entry or alias matches (a user-facing error)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; a user should not see quotes
         return str(self.args[0])

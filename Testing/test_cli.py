@@ -193,4 +193,5 @@ def test_localize_real_dicom_fixtures(tmp_path, fixtures_dir, tiny_model):
                      "findings.json", f"{path.stem}.Pneumothorax.heatmap.nrrd"):
             assert (folder / name).is_file(), name
         header = nrrd.read_header(str(folder / f"{path.stem}.seg.nrrd"))
-        assert np.allclose(np.diag(header["space directions"])[:2], [0.168, 0.168])
+        spatial = np.asarray(header["space directions"], dtype=float)[-3:]  # 4-D: list axis
+        assert np.allclose(np.diag(spatial)[:2], [0.168, 0.168])
