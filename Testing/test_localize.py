@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_model
 
 from CXRWeakLocLib.checkpoint import load_model
 from CXRWeakLocLib.errors import CXRWeakLocError
@@ -12,7 +13,6 @@ from CXRWeakLocLib.localize import Localizer, resolve_device
 from CXRWeakLocLib.models import CAMClassifier, build_model
 from CXRWeakLocLib.models.backbone import BackboneConfig
 from CXRWeakLocLib.radiograph import Radiograph
-from conftest import make_tiny_model
 
 
 def test_in_model_cam_equals_gap_linear_classifier():
@@ -36,7 +36,7 @@ def test_results_follow_each_inputs_geometry(tiny_model):
         assert len(result.findings) == 14
         for finding in result.findings:
             assert finding.heatmap.shape == image.size and finding.mask.shape == image.size
-            assert 0.0 <= finding.heatmap.min() and finding.heatmap.max() <= 1.0
+            assert finding.heatmap.min() >= 0.0 and finding.heatmap.max() <= 1.0
             assert 0.0 <= finding.probability <= 1.0
             assert all(b.x1 <= image.size[1] and b.y1 <= image.size[0] for b in finding.boxes)
 
