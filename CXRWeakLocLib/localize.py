@@ -70,6 +70,9 @@ class FindingResult:
     heatmap: np.ndarray | None = None
     mask: np.ndarray | None = None
     boxes: list[Box] = field(default_factory=list)
+    #: DICOM Segment Algorithm Type: AUTOMATIC as the model made it, SEMIAUTOMATIC
+    #: once a person edited the mask (Slicer's Segment Editor)
+    algorithm_type: str = "AUTOMATIC"
     #: the radiograph with this finding's disease map removed, in [0, 1] (only for
     #: generative methods, whose networks have ``disease_maps``)
     healed: np.ndarray | None = None

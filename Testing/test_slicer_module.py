@@ -270,7 +270,8 @@ def test_dicom_seg_export(finished, tmp_path):
     assert labels == sorted(FINDINGS)
 
 
-def test_an_edit_flips_automatic_to_semiautomatic(finished):
+def test_an_edit_flips_automatic_to_semiautomatic(finished, tmp_path):
+    import pydicom
     from CXRWeakLocModuleLib import mrml
 
     logic, volume = finished
@@ -287,6 +288,10 @@ def test_an_edit_flips_automatic_to_semiautomatic(finished):
     # re-thresholding keeps the user's edit
     assert logic.setMaskRuleValue(0.8) == [row.name]
     assert np.array_equal(mrml.segmentMask(logic.segmentation, row.segment_id, volume), mask)
+    # and the DICOM-SEG export says which masks a person edited
+    seg = pydicom.dcmread(logic.exportDicomSeg(tmp_path / "edited.SEG.dcm"))
+    types = {s.SegmentLabel: s.SegmentAlgorithmType for s in seg.SegmentSequence}
+    assert types[row.name] == "SEMIAUTOMATIC" and types[other.name] == "AUTOMATIC"
 
 
 def _gone(pid: int) -> bool:

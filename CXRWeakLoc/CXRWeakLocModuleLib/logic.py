@@ -363,10 +363,12 @@ class LocalizationLogic:
         results = []
         for row in self.findings:
             mask = mrml.segmentMask(self.segmentation, row.segment_id, self.inputVolume)
+            segment = self.segmentation.GetSegmentation().GetSegment(row.segment_id)
             results.append(FindingResult(
                 finding_by_name(row.name), row.probability, row.threshold,
                 heatmap=np.asarray(slicer.util.arrayFromVolume(row.heatmap)[0]),
-                mask=mask, boxes=mask_boxes(mask)))
+                mask=mask, boxes=mask_boxes(mask),
+                algorithm_type=mrml.segmentTag(segment, mrml.ALGORITHM_TYPE_TAG)))
         return LocalizationResult(self.model["name"], self.model["version"],
                                   self.model["method"], self.maskRule, results)
 

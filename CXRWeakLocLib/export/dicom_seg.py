@@ -54,7 +54,7 @@ def _segment(number: int, item, result: LocalizationResult) -> hd.seg.SegmentDes
         segment_label=item.name,
         segmented_property_category=_dicom_code(CATEGORY),
         segmented_property_type=_dicom_code(item.finding.code),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues[item.algorithm_type],
         algorithm_identification=algorithm,
         tracking_uid=hd.UID(),
         tracking_id=item.name,
