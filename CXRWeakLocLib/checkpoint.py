@@ -7,7 +7,6 @@ one-line reason. Weights are read with safetensors only: no pickle, ever.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import CheckpointError
+from .files import sha256_of
 from .findings import Finding, finding_by_name
 from .masks import MaskRule
 from .models import build_model
@@ -167,14 +167,6 @@ def resolve_model(name_or_path: str | Path) -> Path:
     raise CheckpointError(f"model {str(name_or_path)!r} not found (known models: {names})")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_card(folder: Path) -> ModelCard:
     """The validated card of a model folder (weights not read)."""
     card_path = folder / CARD_FILE
@@ -194,7 +186,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointError(f"{folder}: no {WEIGHTS_FILE}")
-    actual = _sha256(weights_path)
+    actual = sha256_of(weights_path)
     if not card.weights_sha256:
         raise CheckpointError(f"{folder / CARD_FILE}: no weights_sha256 to check the weights by")
     if actual != card.weights_sha256:
@@ -254,7 +246,7 @@ def save_model(folder: Path, card: ModelCard, network: nn.Module, overwrite: boo
             for k, v in network.state_dict().items()
         }
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        card.weights_sha256 = _sha256(staging / WEIGHTS_FILE)
+        card.weights_sha256 = sha256_of(staging / WEIGHTS_FILE)
         (staging / CARD_FILE).write_text(json.dumps(card.to_json(), indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from .errors import CXRWeakLocError
 
-__all__ = ["ensure_folder", "atomic_write_text", "partial_path"]
+__all__ = ["ensure_folder", "atomic_write_text", "partial_path", "sha256_of"]
 
 
 def ensure_folder(folder: Path) -> Path:
@@ -31,3 +32,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     temporary = partial_path(path)
     temporary.write_text(text)
     temporary.replace(path)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -16,7 +16,6 @@ NRRD/NIfTI/MHA) maps its minimum and maximum.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RadiographError
+from .files import sha256_of
 
 __all__ = [
     "MAX_PIXELS",
@@ -140,7 +140,7 @@ def read_radiograph(path: str | Path) -> Radiograph:
         )
     radiograph = reader(path)
     radiograph.source = path
-    radiograph.sha256 = _sha256(path)
+    radiograph.sha256 = sha256_of(path)
     return radiograph
 
 
@@ -171,14 +171,6 @@ def _has_dicm(path: Path) -> bool:
             return handle.read(132)[128:132] == b"DICM"
     except OSError:
         return False
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_size(path: Path, rows: int, columns: int) -> None:

@@ -50,9 +50,9 @@ def test_architecture_mismatch_refused(model_copy):
     state = load_file(str(model_copy / "model.safetensors"))
     state["classifier.weight"] = state["classifier.weight"][:3]
     save_file(state, str(model_copy / "model.safetensors"))
-    from CXRWeakLocLib.checkpoint import _sha256
+    from CXRWeakLocLib.files import sha256_of
 
-    edit_card(model_copy, weights_sha256=_sha256(model_copy / "model.safetensors"))
+    edit_card(model_copy, weights_sha256=sha256_of(model_copy / "model.safetensors"))
     with pytest.raises(CheckpointError, match="wrong shape"):
         load_model(model_copy)
 
