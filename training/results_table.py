@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from CXRWeakLocLib.checkpoint import read_card, shipped_models
+from CXRWeakLocLib.masks import MaskRule
 
 #: Published IoU-accuracy at T(IoU) 0.3 / 0.5 / 0.7 on ChestX-ray14 (METHODS.md).
 PUBLISHED = [
@@ -39,7 +40,10 @@ def table() -> list[str]:
             continue
         floor = dev.get("no_model_floor_iou_accuracy_0.3", floor)
         images = card.training.get("train_images", "?")
-        lines.append(f"| `{card.name}` ({dev.get('mask_rule')}) | nih-mini, {images} images | "
+        rule = dev.get("mask_rule")
+        if isinstance(rule, dict):  # a card may keep the rule as its dict
+            rule = str(MaskRule(**rule))
+        lines.append(f"| `{card.name}` ({rule}) | nih-mini, {images} images | "
               f"{_cell(dev.get('iou_accuracy_0.1'))} | {_cell(dev.get('iou_accuracy_0.3'))} | "
               f"{_cell(dev.get('iou_accuracy_0.5'))} | {_cell(dev.get('iou_accuracy_0.7'))} | "
               f"{_cell(dev.get('mtiou'))} | {_cell(dev.get('pointing'))} | "
