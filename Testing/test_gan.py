@@ -66,7 +66,8 @@ def test_the_signs_of_the_two_methods():
         healed, generated = net.heal(x, torch.tensor([1]))
         assert torch.allclose(healed, x + sign * generated)
         # disease_maps D: healed = x - D
-        assert torch.allclose(net.disease_maps(x)[:, 1:2], x - healed, atol=1e-6)
+        # batched (all findings) vs single-finding convolutions: float reduction order only
+        assert torch.allclose(net.disease_maps(x)[:, 1:2], x - healed, rtol=1e-4, atol=1e-5)
 
 
 def test_the_backward_cycle_has_the_image_shape():

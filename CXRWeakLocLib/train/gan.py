@@ -42,10 +42,8 @@ from tqdm import tqdm
 from ..checkpoint import save_model
 from ..data.dataset import records_dataset
 from ..data.records import ImageRecord, label_vector
-from ..data.sources import load_records
 from ..errors import ConfigError, CXRWeakLocError
 from ..evaluate import parse_mask_rule
-from ..findings import CHESTXRAY14
 from ..localize import resolve_device
 from ..masks import normalize_heatmap
 from ..models import build_model
@@ -54,11 +52,10 @@ from .config import TrainConfig
 from .state import load_training_state, save_training_state
 from .trainer import (
     TrainResult,
-    _card,
     _classification,
     _RunLogs,
     operating_thresholds,
-    split_by_patient,
+    prepare_run,
 )
 
 __all__ = ["GAN_METHODS", "GANSettings", "TrainingDivergedError", "gradient_penalty", "train_gan",
@@ -373,16 +370,10 @@ def train_gan(config: TrainConfig, device: str = "auto", resume: bool = True) ->
     settings = GANSettings.from_dict(config.loss)
     mask_rule = parse_mask_rule(settings.mask_rule)
     env_device = resolve_device(device)
-    run_dir = config.path(config.run.output)
-    findings = config.model.findings or [f.name for f in CHESTXRAY14]
-    records = load_records(config)
-    train_records, val_records = split_by_patient(records, config.data.val_fraction,
-                                                  config.run.seed)
-    if not train_records:
-        raise ConfigError("no training images (check [data] root and train_list)")
-    card = _card(config, findings, len(train_records))
+    setup = prepare_run(config)
+    run_dir, findings, card = setup.run_dir, setup.findings, setup.card
+    train_records, val_records = setup.train_records, setup.val_records
     card.mask_rule = mask_rule
-    set_determinism(config.run.seed)
     net = build_model({"method": method, **card.architecture}, len(findings))
     if not isinstance(net, HealingNet):
         raise ConfigError(f"method {method!r} does not build a healing network")

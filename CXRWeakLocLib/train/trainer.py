@@ -39,7 +39,7 @@ from .config import TrainConfig
 from .objectives import objective_for
 from .state import load_training_state, save_training_state
 
-__all__ = ["train", "split_by_patient", "TrainResult"]
+__all__ = ["train", "split_by_patient", "prepare_run", "RunSetup", "TrainResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,16 +192,33 @@ def train(config: TrainConfig, device: str = "auto", resume: bool = True) -> Tra
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
-    run_dir = config.path(config.run.output)
+@dataclass
+class RunSetup:
+    """What every training loop starts from: folders, findings, the split, the card."""
+
+    run_dir: Path
+    findings: list[str]
+    train_records: list[ImageRecord]
+    val_records: list[ImageRecord]
+    card: ModelCard
+
+
+def prepare_run(config: TrainConfig) -> RunSetup:
+    """Read the records, split them by patient, and start the model card (seeded)."""
     findings = config.model.findings or [f.name for f in CHESTXRAY14]
-    records = load_records(config)
-    train_records, val_records = split_by_patient(records, config.data.val_fraction,
-                                                  config.run.seed)
+    train_records, val_records = split_by_patient(load_records(config),
+                                                  config.data.val_fraction, config.run.seed)
     if not train_records:
         raise ConfigError("no training images (check [data] root and train_list)")
-    card = _card(config, findings, len(train_records))
     set_determinism(config.run.seed)
+    return RunSetup(config.path(config.run.output), findings, train_records, val_records,
+                    _card(config, findings, len(train_records)))
+
+
+def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
+    setup = prepare_run(config)
+    run_dir, findings, card = setup.run_dir, setup.findings, setup.card
+    train_records, val_records = setup.train_records, setup.val_records
     network = build_model({"method": card.method, **card.architecture}, len(findings))
     if config.model.init_from:
         _init_from(network, config.path(config.model.init_from))
