@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nrrd
 import numpy as np
 from PIL import Image
 
 from ..localize import LocalizationResult
 from ..radiograph import Radiograph
-from .geometry import ijk_to_lps, to_ijk
+from .heatmap_nrrd import write_float_nrrd
 from .layout import OutputLayout
 
 __all__ = ["write_healed"]
@@ -26,22 +25,13 @@ def write_healed(
     result: LocalizationResult, radiograph: Radiograph, layout: OutputLayout
 ) -> list[Path]:
     """Write one NRRD and one PNG per localised finding that has a healed image."""
-    matrix = ijk_to_lps(radiograph)
-    header = {
-        "space": "left-posterior-superior",
-        "kinds": ["domain", "domain", "domain"],
-        "space directions": matrix[:3, :3].T,
-        "space origin": matrix[:3, 3],
-        "encoding": "gzip",
-    }
     written = []
     for item in result.localized:
         if item.healed is None:
             continue
         healed = item.healed.astype(np.float32)
         nrrd_path = layout.healed(item.name, ".nrrd")
-        nrrd.write(str(nrrd_path), to_ijk(healed, radiograph, f"{item.name} healed image"),
-                   header, index_order="F")
+        write_float_nrrd(nrrd_path, healed, radiograph, f"{item.name} healed image")
         png_path = layout.healed(item.name, ".png")
         Image.fromarray(np.round(np.clip(healed, 0, 1) * 255).astype(np.uint8)).save(png_path)
         written += [nrrd_path, png_path]

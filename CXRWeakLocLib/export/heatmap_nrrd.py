@@ -16,17 +16,15 @@ from ..radiograph import Radiograph
 from .geometry import ijk_to_lps, to_ijk
 from .layout import OutputLayout
 
-__all__ = ["COMPRESSION_LEVEL", "write_heatmaps"]
+__all__ = ["COMPRESSION_LEVEL", "write_float_nrrd", "write_heatmaps"]
 
 #: gzip level: 1 is the fastest that compresses; float32 maps barely shrink further
 #: at higher levels, which cost several times the time.
 COMPRESSION_LEVEL = 1
 
 
-def write_heatmaps(
-    result: LocalizationResult, radiograph: Radiograph, layout: OutputLayout
-) -> list[Path]:
-    """Write one NRRD per localised finding; returns the paths written."""
+def write_float_nrrd(path: Path, image: np.ndarray, radiograph: Radiograph, what: str) -> None:
+    """A float32 image (rows x columns) as NRRD in the radiograph's geometry."""
     matrix = ijk_to_lps(radiograph)
     header = {
         "space": "left-posterior-superior",
@@ -35,12 +33,17 @@ def write_heatmaps(
         "space origin": matrix[:3, 3],
         "encoding": "gzip",
     }
+    voxels = to_ijk(np.asarray(image, dtype=np.float32), radiograph, what)
+    nrrd.write(str(path), voxels, header, compression_level=COMPRESSION_LEVEL, index_order="F")
+
+
+def write_heatmaps(
+    result: LocalizationResult, radiograph: Radiograph, layout: OutputLayout
+) -> list[Path]:
+    """Write one NRRD per localised finding; returns the paths written."""
     written = []
     for item in result.localized:
-        heatmap = np.asarray(item.heatmap, dtype=np.float32)
-        voxels = to_ijk(heatmap, radiograph, f"{item.name} heatmap")
         path = layout.heatmap(item.name)
-        nrrd.write(str(path), voxels, header, compression_level=COMPRESSION_LEVEL,
-                   index_order="F")
+        write_float_nrrd(path, item.heatmap, radiograph, f"{item.name} heatmap")
         written.append(path)
     return written
