@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, refuse_unknown
 from .files import sha256_of
 from .findings import Finding, finding_by_name
 from .masks import MaskRule
@@ -107,10 +107,7 @@ class ModelCard:
         try:
             values["findings"] = [_card_finding(entry) for entry in data["findings"]]
             values["mask_rule"] = MaskRule(**data.get("mask_rule", {}))
-            known = {f for f in cls.__dataclass_fields__}
-            unknown = sorted(set(values) - known)
-            if unknown:
-                raise ValueError(f"unknown keys {', '.join(unknown)}")
+            refuse_unknown(values, cls, "unknown keys", ValueError)
             return cls(**values)
         except (TypeError, ValueError, KeyError) as error:
             raise CheckpointError(f"{where}: {error}") from None

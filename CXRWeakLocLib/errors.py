@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import fields
+
 
 class CXRWeakLocError(Exception):
     """Base class for errors caused by the user's input, files or settings.
@@ -21,3 +24,17 @@ class CheckpointError(CXRWeakLocError):
 
 class ConfigError(CXRWeakLocError):
     """A training or evaluation setting that is missing or invalid."""
+
+
+def refuse_unknown(
+    names: Iterable[str], known: Iterable[str] | type, what: str,
+    error: type[Exception] = ConfigError,
+) -> None:
+    """Raise ``error("<what> a, b (known: ...)")`` if ``names`` holds names not in ``known``.
+
+    ``known`` is a collection of names or a dataclass (its field names).
+    """
+    known = {f.name for f in fields(known)} if isinstance(known, type) else set(known)
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise error(f"{what} {', '.join(unknown)} (known: {', '.join(sorted(known))})")

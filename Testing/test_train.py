@@ -30,6 +30,7 @@ seed = 3
 dataset = "synthetic"
 synthetic_count = {count}
 val_fraction = 0.25
+augmentation = {{ crop_area = [0.5, 1.0], hide_probability = 0.2, hide_grid = 4 }}
 
 [model]
 input_size = 64

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from ..errors import refuse_unknown
 from .backbone import BackboneConfig, ResNetFeatures
 from .cam import CAMClassifier
 
@@ -228,10 +229,6 @@ class DiseaseMaskCAM(CAMClassifier):
 
 def build_dm(backbone: BackboneConfig, num_classes: int, options: dict) -> nn.Module:
     """The ``dm`` builder: card ``options`` are :class:`DiseaseMaskCAM`'s keyword arguments."""
-    known = {"alignment", "alignment_width", "alignment_size", "anchor_size", "mask_size",
-             "frozen"}
-    unknown = set(options) - known
-    if unknown:
-        raise ValueError(f"dm options: unknown {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(known))})")
+    refuse_unknown(options, {"alignment", "alignment_width", "alignment_size", "anchor_size",
+                             "mask_size", "frozen"}, "dm options: unknown", ValueError)
     return DiseaseMaskCAM(backbone, num_classes, **options)

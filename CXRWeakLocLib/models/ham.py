@@ -21,12 +21,13 @@ the backbone's features (256 for the half-width ResNet-18).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from ..errors import refuse_unknown
 from .backbone import BackboneConfig, ResNetFeatures
 
 __all__ = ["HAMOptions", "HAMOutput", "HAMNet", "FABlock", "FAModule", "build_ham",
@@ -51,11 +52,7 @@ class HAMOptions:
 
     @classmethod
     def from_dict(cls, options: dict) -> HAMOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"ham options: unknown {', '.join(unknown)} "
-                             f"(known: {', '.join(sorted(known))})")
+        refuse_unknown(options, cls, "ham options: unknown", ValueError)
         return cls(**options)
 
 

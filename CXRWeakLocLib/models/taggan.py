@@ -25,13 +25,15 @@ call (the batch is repeated once per finding).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from monai.networks.nets import UNet
 from scipy import ndimage
 from torch import nn
+
+from ..errors import refuse_unknown
 
 __all__ = ["HealingOptions", "MapGenerator", "Critic", "HealingNet", "TagGANNet",
            "estimate_lung_field", "build_taggan"]
@@ -56,11 +58,7 @@ class HealingOptions:
 
     @classmethod
     def from_dict(cls, options: dict, method: str) -> HealingOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"{method} options: unknown {', '.join(unknown)} "
-                             f"(known: {', '.join(sorted(known))})")
+        refuse_unknown(options, cls, f"{method} options: unknown", ValueError)
         values = dict(options)
         if "channels" in values:
             values["channels"] = tuple(int(c) for c in values["channels"])

@@ -27,12 +27,13 @@ Relative paths are relative to the config file's folder.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import tomllib
 
-from ..errors import ConfigError
+from ..data.dataset import Augmentation
+from ..errors import ConfigError, refuse_unknown
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config"]
 
@@ -58,6 +59,12 @@ class DataConfig:
     synthetic_count: int = 512
     num_workers: int = 0
     limit: int = 0  # use only the first N records (smoke tests)
+    #: training augmentation (a table of :class:`~CXRWeakLocLib.data.dataset.Augmentation`)
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augmentation, dict):
+            self.augmentation = Augmentation.from_dict(self.augmentation)
 
 
 @dataclass
@@ -110,11 +117,7 @@ class TrainConfig:
 def _section(cls, values: dict, name: str):
     if not isinstance(values, dict):
         raise ConfigError(f"[{name}] must be a table")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"[{name}]: unknown setting(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(known))})")
+    refuse_unknown(values, cls, f"[{name}]: unknown setting(s)")
     try:
         return cls(**values)
     except TypeError as error:

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional
 from torch.nn.parallel import DistributedDataParallel
 
-from ..errors import ConfigError
+from ..errors import ConfigError, refuse_unknown
 from ..models.dm import DiseaseMaskCAM, stage_features, warp
 
 __all__ = ["AlignmentObjective", "dm_objective", "smooth"]
@@ -50,11 +50,8 @@ class AlignmentObjective:
     """
 
     def __init__(self, options: dict) -> None:
-        known = {"size", "pool", "euclidean_weight", "perceptual_weight"}
-        unknown = set(options) - known
-        if unknown:
-            raise ConfigError(f"[loss]: unknown alignment setting(s) {', '.join(sorted(unknown))} "
-                              f"(known: stage, {', '.join(sorted(known))})")
+        refuse_unknown(options, {"stage", "size", "pool", "euclidean_weight",
+                                 "perceptual_weight"}, "[loss]: unknown alignment setting(s)")
         self.size = int(options.get("size", 0))
         self.pool = int(options.get("pool", 16))
         self.euclidean_weight = float(options.get("euclidean_weight", 1.0))

@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 
 def _loader(records: Sequence[ImageRecord], card: ModelCard, batch_size: int) -> DataLoader:
-    return DataLoader(records_dataset(records, card, augment=False), batch_size=batch_size)
+    return DataLoader(records_dataset(records, card), batch_size=batch_size)
 
 
 def mean_normal_image(records: Sequence[ImageRecord], card: ModelCard, size: int,

@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from tqdm import tqdm
 from ..checkpoint import save_model
 from ..data.dataset import records_dataset
 from ..data.records import ImageRecord, label_vector
-from ..errors import ConfigError, CXRWeakLocError
+from ..errors import ConfigError, CXRWeakLocError, refuse_unknown
 from ..evaluate import parse_mask_rule
 from ..localize import resolve_device
 from ..masks import normalize_heatmap
@@ -118,11 +118,7 @@ class GANSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> GANSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"[loss]: unknown GAN setting(s) {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(known))})")
+        refuse_unknown(values, cls, "[loss]: unknown GAN setting(s)")
         try:
             settings = cls(**values)
         except TypeError as error:
@@ -385,13 +381,13 @@ def train_gan(config: TrainConfig, device: str = "auto", resume: bool = True) ->
     d_opt = torch.optim.Adam(recipe.critics.parameters(),
                              lr=settings.critic_lr or config.optim.lr, betas=betas)
 
-    train_ds = records_dataset(train_records, card, augment=True,
+    train_ds = records_dataset(train_records, card, augmentation=config.data.augmentation,
                                num_workers=config.data.num_workers)
     labels, known = _labels(train_records, findings)
     sampler = PairSampler(train_ds, labels, known, config.optim.batch_size)
     sample_items = [int(sampler.positives[c][0]) for c in sampler.classes][
         :settings.sample_count]
-    sample_ds = records_dataset([train_records[i] for i in sample_items], card, augment=False)
+    sample_ds = records_dataset([train_records[i] for i in sample_items], card)
     sample_images = torch.stack([torch.as_tensor(sample_ds[i]["image"]).float()
                                  for i in range(len(sample_ds))]).to(env_device)
     sample_classes = torch.tensor(
@@ -486,7 +482,7 @@ def _train_epoch(recipe: _Recipe, sampler: PairSampler, train_ds, g_opt, d_opt,
 def _calibrate(net: HealingNet, card, records: list[ImageRecord], findings: list[str],
                device: torch.device, batch_size: int) -> dict:
     """Fit the map-score calibration and the operating thresholds on ``records``."""
-    dataset = records_dataset(records, card, augment=False)
+    dataset = records_dataset(records, card)
     scores = _scores(net, dataset, device, batch_size)
     labels, known = _labels(records, findings)
     net.set_calibration(*calibrate_scores(scores, labels, known))

@@ -31,12 +31,12 @@ provides them, so the objective then stops with a :class:`ConfigError`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, refuse_unknown
 from ..models.ham import refine_cams
 from .losses import WeightedBCELoss
 
@@ -61,11 +61,7 @@ class HAMLossConfig:
 
     @classmethod
     def from_dict(cls, options: dict) -> HAMLossConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(f"[loss]: unknown HAM setting(s) {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(known))})")
+        refuse_unknown(options, cls, "[loss]: unknown HAM setting(s)")
         try:
             return cls(**options)
         except TypeError as error:

@@ -228,7 +228,7 @@ def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
     if env.main:
         logger.info("training %s on %d images (%d validation) on %s x%d",
                     card.name, len(train_records), len(val_records), env.device, env.world)
-    train_ds = records_dataset(train_records, card, augment=True,
+    train_ds = records_dataset(train_records, card, augmentation=config.data.augmentation,
                                num_workers=config.data.num_workers)
     sampler = (DistributedSampler(train_ds, env.world, env.rank, shuffle=True,
                                   seed=config.run.seed) if env.world > 1 else None)
@@ -254,7 +254,7 @@ def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
             logger.info("resuming %s from epoch %d", run_dir, start_epoch + 1)
 
     logs = _RunLogs(run_dir) if env.main else None
-    val_loader = DataLoader(records_dataset(val_records, card, augment=False),
+    val_loader = DataLoader(records_dataset(val_records, card),
                             batch_size=per_rank_batch) if val_records and env.main else None
     validation: dict = {}
     for epoch in range(start_epoch, config.optim.epochs):

@@ -134,8 +134,7 @@ def masks(args: argparse.Namespace) -> None:
 
 def _examples(records, card) -> list[torch.Tensor]:
     """A few training images spread over the list, as network inputs."""
-    dataset = records_dataset(records[:: max(1, len(records) // EXAMPLES)][:EXAMPLES], card,
-                              augment=False)
+    dataset = records_dataset(records[:: max(1, len(records) // EXAMPLES)][:EXAMPLES], card)
     return [item["image"] for item in dataset]
 
 

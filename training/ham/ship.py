@@ -57,7 +57,7 @@ def anomaly_auc_on_validation(config_path: Path, model_folder: Path) -> dict:
     _, validation = split_by_patient(load_records(config), config.data.val_fraction,
                                      config.run.seed)
     model = load_model(model_folder)
-    loader = DataLoader(records_dataset(validation, model.card, augment=False), batch_size=16)
+    loader = DataLoader(records_dataset(validation, model.card), batch_size=16)
     scores, targets = [], []
     with torch.inference_mode():
         for batch in loader:
