@@ -227,18 +227,18 @@ class CXRWeakLocWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.fillTable()
 
     def onExportSeg(self):
-        path = qt.QFileDialog.getSaveFileName(
-            self.parent, "Export segmentation", "", "Segmentation (*.seg.nrrd)")
-        if path:
-            with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-                self.log(f"Wrote {self.logic.exportSegmentation(Path(path))}")
+        self.exportTo("Export segmentation", "Segmentation (*.seg.nrrd)",
+                      self.logic.exportSegmentation)
 
     def onExportDicomSeg(self):
-        path = qt.QFileDialog.getSaveFileName(
-            self.parent, "Export DICOM-SEG", "", "DICOM (*.dcm)")
+        self.exportTo("Export DICOM-SEG", "DICOM (*.dcm)", self.logic.exportDicomSeg)
+
+    def exportTo(self, title: str, fileFilter: str, write) -> None:
+        """Ask for a file name, then ``write(path)`` it and log where it went."""
+        path = qt.QFileDialog.getSaveFileName(self.parent, title, "", fileFilter)
         if path:
             with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-                self.log(f"Wrote {self.logic.exportDicomSeg(Path(path))}")
+                self.log(f"Wrote {write(Path(path))}")
 
 
 class CXRWeakLocTest(ScriptedLoadableModuleTest):

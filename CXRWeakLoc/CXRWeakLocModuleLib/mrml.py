@@ -59,18 +59,24 @@ def volumeFromRadiograph(radiograph, name: str) -> slicer.vtkMRMLScalarVolumeNod
     return node
 
 
+def _readNode(path: Path, name: str, nodeClass: str, storage, what: str):
+    """A new ``nodeClass`` node filled by ``storage`` from ``path`` (removed if reading fails)."""
+    node = slicer.mrmlScene.AddNewNodeByClass(nodeClass, name)
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        slicer.mrmlScene.RemoveNode(node)
+        raise RuntimeError(f"{path}: cannot be read as {what}")
+    return node
+
+
 def loadHeatmap(path: Path, name: str, referenceVolume) -> slicer.vtkMRMLScalarVolumeNode:
     """Read a heatmap NRRD into a scalar volume on ``referenceVolume``'s grid.
 
     The engine computes each heatmap on the input's own pixel grid, so the volume
     takes the input's IJK-to-RAS (the sizes must agree).
     """
-    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    if not storage.ReadData(node):
-        slicer.mrmlScene.RemoveNode(node)
-        raise RuntimeError(f"{path}: cannot be read as a heatmap volume")
+    node = _readNode(path, name, "vtkMRMLScalarVolumeNode",
+                     slicer.vtkMRMLVolumeArchetypeStorageNode(), "a heatmap volume")
     size = node.GetImageData().GetDimensions()
     expected = referenceVolume.GetImageData().GetDimensions()
     if size != expected:
@@ -98,12 +104,8 @@ def showHeatmap(heatmap, background, opacity: float = 0.4) -> None:
 def loadSegmentation(path: Path, referenceVolume, name: str) -> slicer.vtkMRMLSegmentationNode:
     """Read a ``.seg.nrrd`` with Slicer's storage node (segment names, colours and tags
     as the engine wrote them), its reference geometry the input volume."""
-    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    storage.SetFileName(str(path))
-    if not storage.ReadData(node):
-        slicer.mrmlScene.RemoveNode(node)
-        raise RuntimeError(f"{path}: cannot be read as a segmentation")
+    node = _readNode(path, name, "vtkMRMLSegmentationNode",
+                     slicer.vtkMRMLSegmentationStorageNode(), "a segmentation")
     node.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolume)
     node.CreateDefaultDisplayNodes()
     return node
