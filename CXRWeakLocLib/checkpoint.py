@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
 #: Shipped models, beside the engine in the source tree and in the Slicer extension.
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+#: Where a built (non-editable) wheel installs the shipped models.
+INSTALLED_MODELS_DIR = Path(sys.prefix) / "share" / "cxrweakloc" / "models"
 #: Extra folders of model folders, separated by ``os.pathsep``.
 MODELS_ENV = "CXRWEAKLOC_MODELS"
 
@@ -135,9 +138,10 @@ class LoadedModel:
 
 
 def model_search_path() -> list[Path]:
-    """Folders searched for model names: ``$CXRWEAKLOC_MODELS`` first, then shipped."""
+    """Folders searched for model names: ``$CXRWEAKLOC_MODELS`` first, then shipped
+    (beside the source tree, then where a wheel installed them)."""
     extra = [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
-    return [*extra, SHIPPED_MODELS_DIR]
+    return [*extra, SHIPPED_MODELS_DIR, INSTALLED_MODELS_DIR]
 
 
 def shipped_models() -> list[Path]:

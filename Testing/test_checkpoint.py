@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from CXRWeakLocLib.checkpoint import load_model, read_card, resolve_model, update_card
+from CXRWeakLocLib.checkpoint import (
+    INSTALLED_MODELS_DIR,
+    SHIPPED_MODELS_DIR,
+    load_model,
+    model_search_path,
+    read_card,
+    resolve_model,
+    update_card,
+)
 from CXRWeakLocLib.errors import CheckpointError
 from CXRWeakLocLib.masks import MaskRule
 
@@ -102,3 +114,26 @@ def test_update_card_keeps_weights(model_copy):
     load_model(model_copy)
     with pytest.raises(CheckpointError, match="cannot be updated"):
         update_card(model_copy, weights_sha256="0" * 64)
+
+
+def test_built_wheel_carries_every_shipped_model(tmp_path):
+    """A non-editable install finds the models where the wheel put them."""
+    repo, source = Path(__file__).resolve().parents[1], tmp_path / "source"
+    source.mkdir()
+    for part in ("pyproject.toml", "README.md"):  # build off-tree: no build/ in the repository
+        shutil.copy(repo / part, source / part)
+    for part in ("CXRWeakLocLib", "Resources"):
+        shutil.copytree(repo / part, source / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(source)], check=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("cxrweakloc-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    data = "cxrweakloc-0.1.0.data/data/share/cxrweakloc/models"
+    for folder in sorted(p for p in SHIPPED_MODELS_DIR.iterdir() if p.is_dir()):
+        for file in folder.iterdir():
+            assert f"{data}/{folder.name}/{file.name}" in names, (
+                f"{folder.name}/{file.name} missing from the wheel: add the folder to "
+                "[tool.setuptools.data-files] in pyproject.toml")
+    assert model_search_path()[-1] == INSTALLED_MODELS_DIR

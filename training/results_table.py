@@ -31,7 +31,8 @@ def _cell(value) -> str:
 def table() -> list[str]:
     """The table's markdown lines."""
     lines = ["| Model | Trained on | T=0.1 | T=0.3 | T=0.5 | T=0.7 | mTIoU | pointing | "
-             "mean ROC-AUC |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "PoI precision | PoI coverage | mean ROC-AUC |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     floor = None
     for folder in shipped_models():
         card = read_card(folder)
@@ -47,12 +48,14 @@ def table() -> list[str]:
               f"{_cell(dev.get('iou_accuracy_0.1'))} | {_cell(dev.get('iou_accuracy_0.3'))} | "
               f"{_cell(dev.get('iou_accuracy_0.5'))} | {_cell(dev.get('iou_accuracy_0.7'))} | "
               f"{_cell(dev.get('mtiou'))} | {_cell(dev.get('pointing'))} | "
+              f"{_cell(dev.get('poi_precision'))} | {_cell(dev.get('poi_coverage'))} | "
               f"{_cell(dev.get('mean_roc_auc'))} |")
     if floor is not None:
         lines.append(f"| no-model floor (mean dev box per finding) | - | - | {floor:.3f} "
-                     "| - | - | - | - | - |")
+                     "| - | - | - | - | - | - | - |")
     for name, data, (t3, t5, t7) in PUBLISHED:
-        lines.append(f"| {name} | {data} | - | {t3:.2f} | {t5:.2f} | {t7:.2f} | - | - | - |")
+        lines.append(f"| {name} | {data} | - | {t3:.2f} | {t5:.2f} | {t7:.2f} | - | - | - | - "
+                     "| - |")
     return lines
 
 
