@@ -27,6 +27,7 @@ from CXRWeakLocLib.train.gan import (
     VAGANRecipe,
     calibrate_scores,
     gradient_penalty,
+    map_spread,
     train_gan,
 )
 
@@ -68,6 +69,32 @@ def test_the_signs_of_the_two_methods():
         # disease_maps D: healed = x - D
         # batched (all findings) vs single-finding convolutions: float reduction order only
         assert torch.allclose(net.disease_maps(x)[:, 1:2], x - healed, rtol=1e-4, atol=1e-5)
+
+
+class _ShiftMap(torch.nn.Module):
+    """A collapsed generator: the same global shift whatever the image."""
+
+    def forward(self, x, classes):
+        return torch.full_like(x, 0.3)
+
+
+class _EchoMap(torch.nn.Module):
+    """A generator that follows its input: the image's bright part."""
+
+    def forward(self, x, classes):
+        return torch.relu(x)
+
+
+def test_map_spread_flags_a_generator_that_ignores_its_input():
+    net = build_model({"method": "taggan", "options": OPTIONS}, len(FINDINGS))
+    images = torch.zeros(4, 1, 16, 16)
+    for index in range(4):  # a blob in a different place on each image
+        images[index, 0, 4 * index:4 * index + 4, 2:6] = 1.0
+    classes = torch.tensor([0, 1, 2, 0])
+    net.generator = _ShiftMap()
+    assert map_spread(net, images, classes) == pytest.approx(0.0, abs=1e-6)
+    net.generator = _EchoMap()
+    assert map_spread(net, images, classes) == pytest.approx(1.5)  # 3/4 * 2 / 1
 
 
 def test_the_backward_cycle_has_the_image_shape():
@@ -192,12 +219,14 @@ def test_a_run_writes_samples_logs_and_a_loadable_model(tiny_gan):
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == [
         "step_000002.png", "step_000004.png"]
     header = (run / "log.csv").read_text().splitlines()[0].split(",")
-    assert {"critic", "gp_normal", "g_cycle", "g_sparsity", "g_identity"} <= set(header)
+    assert {"critic", "gp_normal", "g_cycle", "g_sparsity", "g_identity",
+            "map_spread"} <= set(header)
     assert any((run / "tensorboard").iterdir())
     model = load_model(tiny_gan)
     assert model.card.method == "taggan" and set(model.card.operating_thresholds) == set(
         FINDINGS)
     assert model.card.mask_rule == MaskRule("fraction_of_max", 0.5)
+    assert model.card.metrics["map_spread"] >= 0.0
 
 
 def test_resumed_run_equals_an_uninterrupted_run(tmp_path):

@@ -299,6 +299,28 @@ def _labels(records: list[ImageRecord], findings: list[str]) -> tuple[np.ndarray
             np.stack([p[1] for p in pairs]).astype(np.float32))
 
 
+#: Below this :func:`map_spread`, the map generator is taken to ignore its input.
+COLLAPSED_SPREAD = 0.1
+
+
+def map_spread(net: HealingNet, images: torch.Tensor, classes: torch.Tensor) -> float:
+    """How much the maps of different images differ: ``mean|M - mean_i M| / mean|M|``.
+
+    A generator that has collapsed onto one input-independent pattern (a known GAN
+    failure: the same global shift for every image) scores about 0; maps that follow
+    each image's own finding score near 1 or more. Needs at least two images.
+    """
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        maps = net.map(images, classes)
+    net.train(was_training)
+    magnitude = float(maps.abs().mean())
+    if magnitude == 0.0:
+        return 0.0
+    return float((maps - maps.mean(dim=0, keepdim=True)).abs().mean()) / magnitude
+
+
 def _write_samples(net: HealingNet, images: torch.Tensor, classes: torch.Tensor,
                    path: Path, logs: _RunLogs, step: int) -> None:
     """A grid: one row per image: input | |M| | healed (each scaled to 0-255)."""
@@ -426,6 +448,7 @@ def train_gan(config: TrainConfig, device: str = "auto", resume: bool = True) ->
 
     validation = _calibrate(net, card, val_records or train_records, findings, env_device,
                             config.optim.batch_size)
+    card.metrics["map_spread"] = map_spread(net, sample_images, sample_classes)
     folder = save_model(run_dir / "model", card, net.cpu(), overwrite=True)
     logger.info("model written to %s", folder)
     return TrainResult(folder, run_dir, config.optim.epochs, validation)
@@ -470,9 +493,15 @@ def _train_epoch(recipe: _Recipe, sampler: PairSampler, train_ds, g_opt, d_opt,
             _write_samples(recipe.net, images, classes,
                            run_dir / "samples" / f"step_{step + 1:06d}.png", logs, step + 1)
     count = settings.steps_per_epoch
+    images, classes, _ = samples
+    spread = map_spread(recipe.net, images, classes)
+    if spread < COLLAPSED_SPREAD:
+        logger.warning("epoch %d: the map generator ignores its input (map spread %.3f < %g):"
+                       " the GAN has collapsed onto one pattern for every image",
+                       epoch + 1, spread, COLLAPSED_SPREAD)
     row = {"epoch": epoch + 1, "step": first + count,
            **{name: value / count for name, value in totals.items()},
-           "seconds": round(time.time() - started, 1)}
+           "map_spread": spread, "seconds": round(time.time() - started, 1)}
     logs.write(row)
     logger.info("epoch %d: %s", epoch + 1,
                 ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
