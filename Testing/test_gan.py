@@ -60,6 +60,26 @@ def test_a_zero_map_leaves_the_image_unchanged(method):
     assert not net.disease_maps(x).any()
 
 
+@pytest.mark.parametrize("method", ["taggan", "vagan"])
+def test_a_fresh_generator_heals_nothing_and_can_learn(method):
+    """The map starts at exactly 0 (no unit-variance map forced by a normalisation)."""
+    net = build_model({"method": method, "options": OPTIONS}, len(FINDINGS))
+    x, classes = torch.randn(2, 1, 32, 32), torch.tensor([0, 2])
+    healed, generated = net.heal(x, classes)
+    assert torch.equal(healed, x) and not generated.any()
+    target = torch.zeros_like(x)
+    target[..., 8:16, 8:16] = 1.0  # a sparse map is reachable: a few steps move towards it
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(40):
+        loss = (net.map(x, classes) - target).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    learned = net.map(x, classes).detach()
+    assert learned[..., 8:16, 8:16].mean() > 0.5
+    assert learned[..., 20:, 20:].abs().mean() < 0.2
+
+
 def test_the_signs_of_the_two_methods():
     x = torch.zeros(1, 1, 16, 16)
     for method, sign in (("taggan", -1.0), ("vagan", 1.0)):

@@ -68,6 +68,13 @@ class HealingOptions:
 class MapGenerator(nn.Module):
     """Small conditional U-Net: ``(x, finding) -> map`` of the input's size, linear output.
 
+    The U-Net ends in ``channels[0]`` feature planes and a zero-initialised 1x1
+    convolution gives the map. MONAI's U-Net with residual units instance-normalises
+    its last up-sampling output, so a one-channel U-Net map would have unit variance
+    per image: it could never be zero on a healthy image nor sparse on a sick one
+    (our first GAN runs collapsed onto such a map). With the head, ``M`` starts at 0
+    (the healed image is the input) and can stay 0 where nothing is wrong.
+
     Args:
         num_classes: number of findings (one-hot conditioning planes).
         channels: U-Net channels per level.
@@ -76,15 +83,18 @@ class MapGenerator(nn.Module):
     def __init__(self, num_classes: int, channels: tuple[int, ...]) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.unet = UNet(spatial_dims=2, in_channels=1 + num_classes, out_channels=1,
+        self.unet = UNet(spatial_dims=2, in_channels=1 + num_classes, out_channels=channels[0],
                          channels=channels, strides=(2,) * (len(channels) - 1),
                          num_res_units=1, norm="instance")
+        self.head = nn.Conv2d(channels[0], 1, kernel_size=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """``x`` (B, 1, S, S), ``classes`` (B,) finding indices -> map (B, 1, S, S)."""
         planes = nn.functional.one_hot(classes, self.num_classes).to(x.dtype)
         planes = planes[:, :, None, None].expand(-1, -1, *x.shape[2:])
-        return self.unet(torch.cat([x, planes], dim=1))
+        return self.head(self.unet(torch.cat([x, planes], dim=1)))
 
 
 class Critic(nn.Module):
