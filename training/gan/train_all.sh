@@ -15,12 +15,14 @@ flock /tmp/cxr-cpu.lock bash -c "
     wait
     $cx train --config training/gan/cam_synthetic.toml > runs/gan/cam_synthetic.log 2>&1
     .venv/bin/python training/gan/gradcam_from_cam.py runs/gan/cam_synthetic/model runs/gan/gradcam_synthetic/model
-    for name in taggan_synthetic vagan_synthetic; do
-        $cx evaluate --dataset synthetic --root runs/gan/synthetic_dev --model runs/gan/\$name/model \
-            --out runs/gan/\$name/eval_dev --sweep-mask-rules &
+    for name in taggan_synthetic vagan_synthetic gradcam_synthetic; do
+        .venv/bin/python training/gan/choose_rule.py runs/gan/\$name/model
     done
-    wait
 "
 if [ "${1:-}" = "--nih" ]; then
-    flock /tmp/cxr-cpu.lock $cx train --config training/configs/taggan_nih_mini.toml > runs/gan/taggan_nih_mini.log 2>&1
+    flock /tmp/cxr-cpu.lock bash -c "
+        $cx train --config training/configs/taggan_nih_mini.toml > runs/gan/taggan_nih_mini.log 2>&1 &
+        $cx train --config training/configs/vagan_nih_mini.toml > runs/gan/vagan_nih_mini.log 2>&1 &
+        wait
+    "
 fi

@@ -1,0 +1,35 @@
+"""Choose a GAN model's constraint function (mask rule) on the synthetic dev set.
+
+Usage: python training/gan/choose_rule.py MODEL_FOLDER [DEV_ROOT]
+Runs ``evaluate --sweep-mask-rules`` on DEV_ROOT (default ``runs/gan/synthetic_dev``,
+exact masks, disjoint from the training and test images) into
+``MODEL_FOLDER/../eval_dev`` and writes the best rule (IoU-accuracy at 0.3, mTIoU
+breaking ties) into the model card.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from CXRWeakLocLib.checkpoint import update_card
+from CXRWeakLocLib.evaluate import best_sweep_rule, evaluate_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def main(model: Path, dev_root: Path) -> None:
+    report = evaluate_model("synthetic", dev_root, str(model), model.parent / "eval_dev",
+                            sweep=True, device="cpu")
+    rule = best_sweep_rule(report)
+    update_card(model, mask_rule=rule)
+    print(f"{model}: mask rule {rule}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) not in (2, 3):
+        sys.exit(__doc__.splitlines()[2])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main(Path(sys.argv[1]),
+         Path(sys.argv[2]) if len(sys.argv) == 3 else REPO / "runs" / "gan" / "synthetic_dev")
