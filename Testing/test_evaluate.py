@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import shared_path
 
 from CXRWeakLocLib.checkpoint import load_model
 from CXRWeakLocLib.data.synthetic import read_synthetic, write_synthetic_dataset
@@ -117,3 +118,28 @@ def test_chestxray14_dev_boxes_are_read(nih_mini):
     assert "Infiltration" in findings and "Infiltrate" not in findings
     training = read_dataset("chestxray14", nih_mini, nih_mini / "train_val_list.txt")
     assert len(training) == 1043 and all(not r.annotations for r in training)
+
+
+def test_cli_evaluates_chexlocalize_masks(tiny_model, tmp_path):
+    root = shared_path("fixtures/chexpert")
+    out = tmp_path / "chexlocalize"
+    done = subprocess.run([sys.executable, "-m", "CXRWeakLocLib", "evaluate", "--dataset",
+                           "chexpert", "--root", str(root), "--model", str(tiny_model),
+                           "--device", "cpu", "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    data = json.loads((out / "metrics.json").read_text())
+    assert (data["images"], data["boxes"]) == (2, 1)  # one Cardiomegaly mask, one image without
+    with (out / "per_image.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["image"], r["finding"]) for r in rows] == [
+        ("patient64541_study1_view1_frontal", "Cardiomegaly")]
+
+
+def test_chexpert_without_chexlocalize_gives_labels_only(tmp_path, caplog):
+    from CXRWeakLocLib.data.sources import read_dataset
+
+    root = shared_path("fixtures/chexpert")
+    (tmp_path / "valid.csv").write_text((root / "valid.csv").read_text())
+    records = read_dataset("chexpert", tmp_path, annotations=True)
+    assert len(records) == 2 and not any(r.annotations for r in records)
+    assert "gt_segmentations_val.json" in caplog.text

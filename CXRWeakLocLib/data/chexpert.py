@@ -34,11 +34,13 @@ from ..findings import UnknownFindingError, finding_by_name
 from .records import Annotation, ImageRecord
 
 __all__ = [
+    "CHEXLOCALIZE_FILE",
     "UNCERTAINTY_POLICIES",
     "attach_annotations",
     "decode_rle",
     "read_chexlocalize",
     "read_chexpert",
+    "read_chexpert_with_localize",
 ]
 
 logger = logging.getLogger(__name__)
@@ -208,4 +210,31 @@ def attach_annotations(
     for image_id, found in annotations.items():
         if image_id in by_id:
             by_id[image_id].annotations.extend(found)
+    return records
+
+
+#: CheXlocalize's expert segmentations of the CheXpert validation images.
+CHEXLOCALIZE_FILE = "gt_segmentations_val.json"
+
+
+def read_chexpert_with_localize(
+    root: Path, uncertainty: str = "ignore", masks: bool = False
+) -> list[ImageRecord]:
+    """CheXpert records, with CheXlocalize's expert masks when ``masks`` is asked.
+
+    With ``masks`` (evaluation) the validation split ``valid.csv`` is read and
+    ``root/gt_segmentations_val.json`` attached (a warning, and labels only, if the
+    file is absent); without, ``train.csv`` (training), or ``valid.csv`` if the folder
+    has no training table.
+    """
+    root = Path(root)
+    csv = "valid.csv" if masks or not (root / "train.csv").is_file() else "train.csv"
+    records = read_chexpert(root, csv=csv, uncertainty=uncertainty)
+    if masks:
+        segmentations = root / CHEXLOCALIZE_FILE
+        if segmentations.is_file():
+            attach_annotations(records, read_chexlocalize(segmentations))
+        else:
+            logger.warning("%s: no %s, so no masks to score localisation on", root,
+                           CHEXLOCALIZE_FILE)
     return records
