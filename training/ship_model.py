@@ -14,7 +14,9 @@ Steps, all through the engine:
    becomes the card's rule. The dev boxes choose the rule, so the dev figures are
    optimistic for the rule choice; the boxes never reach training;
 3. ``evaluate`` with that rule -> ``results/eval/<name>``; the headline figures and
-   the no-model floor go into the card's ``metrics["dev_bbox"]``.
+   the no-model floor go into the card's ``metrics["dev_bbox"]``;
+4. the packaging file lists (Slicer CMake, wheel data files) are rewritten
+   (``training/sync_lists.py``). Then ``python training/results_table.py --write README.md``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import logging
 import shutil
 from dataclasses import replace
 from pathlib import Path
+
+from sync_lists import main as sync_lists
 
 from CXRWeakLocLib.checkpoint import SHIPPED_MODELS_DIR, load_model, save_model, update_card
 from CXRWeakLocLib.evaluate import best_sweep_rule, evaluate_model
@@ -86,6 +90,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     folder = install(args.source, args.name, args.as_gradcam)
     calibrate_and_measure(folder, args.name)
+    sync_lists()
 
 
 if __name__ == "__main__":
