@@ -130,10 +130,11 @@ def test_built_wheel_carries_every_shipped_model(tmp_path):
     (wheel,) = tmp_path.glob("cxrweakloc-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    data = "cxrweakloc-0.1.0.data/data/share/cxrweakloc/models"
+    version = wheel.name.split("-")[1]
+    data = f"cxrweakloc-{version}.data/data/share/cxrweakloc/models"
     for folder in sorted(p for p in SHIPPED_MODELS_DIR.iterdir() if p.is_dir()):
         for file in folder.iterdir():
             assert f"{data}/{folder.name}/{file.name}" in names, (
-                f"{folder.name}/{file.name} missing from the wheel: add the folder to "
-                "[tool.setuptools.data-files] in pyproject.toml")
+                f"{folder.name}/{file.name} missing from the wheel: run "
+                "training/sync_lists.py ([tool.setuptools.data-files] in pyproject.toml)")
     assert model_search_path()[-1] == INSTALLED_MODELS_DIR

@@ -299,6 +299,17 @@ def _labels(records: list[ImageRecord], findings: list[str]) -> tuple[np.ndarray
             np.stack([p[1] for p in pairs]).astype(np.float32))
 
 
+def _heal_for_inspection(net: HealingNet, images: torch.Tensor, classes: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net.heal`` in eval mode without gradients, leaving the training mode as it was."""
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        healed, generated = net.heal(images, classes)
+    net.train(was_training)
+    return healed, generated
+
+
 #: Below this :func:`map_spread`, the map generator is taken to ignore its input.
 COLLAPSED_SPREAD = 0.1
 
@@ -310,11 +321,7 @@ def map_spread(net: HealingNet, images: torch.Tensor, classes: torch.Tensor) -> 
     failure: the same global shift for every image) scores about 0; maps that follow
     each image's own finding score near 1 or more. Needs at least two images.
     """
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():
-        maps = net.map(images, classes)
-    net.train(was_training)
+    _, maps = _heal_for_inspection(net, images, classes)
     magnitude = float(maps.abs().mean())
     if magnitude == 0.0:
         return 0.0
@@ -324,11 +331,7 @@ def map_spread(net: HealingNet, images: torch.Tensor, classes: torch.Tensor) -> 
 def _write_samples(net: HealingNet, images: torch.Tensor, classes: torch.Tensor,
                    path: Path, logs: _RunLogs, step: int) -> None:
     """A grid: one row per image: input | |M| | healed (each scaled to 0-255)."""
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():
-        healed, generated = net.heal(images, classes)
-    net.train(was_training)
+    healed, generated = _heal_for_inspection(net, images, classes)
     rows = []
     for x, m, y in zip(images[:, 0].cpu().numpy(), generated[:, 0].abs().cpu().numpy(),
                        healed[:, 0].cpu().numpy(), strict=True):
