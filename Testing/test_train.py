@@ -158,3 +158,28 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert "on cpu x2" in process.stderr
     assert process.stdout.count("model written to") == 1  # only rank 0 exports
     assert load_model(tmp_path / "ddp" / "model").card.training["train_images"] > 0
+
+
+def test_pretrained_backbone_seeds_a_run_with_other_findings(tmp_path):
+    """Synthetic pretraining (8 findings) -> ``init_from`` of a 14-finding network."""
+    from CXRWeakLocLib.models import build_model
+    from CXRWeakLocLib.train.trainer import _init_from
+
+    config = write_config(tmp_path, epochs=1, name="pretrain")
+    config.write_text(config.read_text().replace(
+        "[model]\n", '[model]\nfindings = ["Cardiomegaly", "Effusion", "Mass", "Nodule", '
+        '"Atelectasis", "Infiltration", "Pneumonia", "Pneumothorax"]\n'))
+    pretrained = train(load_config(config), "cpu").model_folder
+    weights = load_file(str(pretrained / "model.safetensors"))
+    card = load_model(pretrained).card
+    network = build_model({"method": card.method, **card.architecture}, 14)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    _init_from(network, pretrained)
+    after = network.state_dict()
+    loaded = [k for k in after if k in weights and weights[k].shape == after[k].shape]
+    kept = [k for k in after if k in weights and weights[k].shape != after[k].shape]
+    assert any("backbone" in k for k in loaded) and kept, (loaded, kept)
+    for key in loaded:
+        torch.testing.assert_close(after[key], weights[key].to(after[key].dtype), msg=key)
+    for key in kept:  # the 8-finding head does not fit 14 findings: left as initialised
+        torch.testing.assert_close(after[key], before[key], msg=key)
