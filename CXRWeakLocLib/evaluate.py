@@ -13,7 +13,7 @@ import csv
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,12 @@ from .localize import Localizer
 from .masks import MASK_RULES, MaskRule
 from .metrics import (
     ClassificationReport,
+    Interval,
     LocalizationReport,
     LocalizationScore,
     annotation_mask,
     floor_heatmap,
+    mean_iou_accuracy_interval,
     score_localization,
 )
 from .radiograph import Radiograph, read_radiograph
@@ -71,6 +73,8 @@ class EvaluationReport:
     localization: LocalizationReport | None
     classification: ClassificationReport
     floor: LocalizationReport | None = None
+    #: 95% bootstrap interval of the mean pixel IoU-accuracy at T(IoU) = 0.3
+    interval: Interval | None = None
     sweep: list[dict] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
 
@@ -88,6 +92,7 @@ class EvaluationReport:
             "mask_rule": self.mask_rule.to_dict(),
             "localization": self.localization.to_dict() if self.localization else None,
             "no_model_floor": self.floor.to_dict() if self.floor else None,
+            "iou_accuracy_0.3_interval": asdict(self.interval) if self.interval else None,
             "classification": self.classification.to_dict(),
             "mask_rule_sweep": self.sweep,
         }
@@ -103,6 +108,8 @@ class EvaluationReport:
             values.update(mtiou=mean.mtiou_pixel, box_iou_accuracy_0_3=mean.accuracy_box.get(0.3),
                           pointing=mean.pointing, poi_precision=mean.poi_precision,
                           poi_coverage=mean.poi_coverage)
+        if self.interval:
+            values["iou_accuracy_0.3_ci95"] = [self.interval.low, self.interval.high]
         return {k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else v)
                 for k, v in values.items()}
 
@@ -128,6 +135,10 @@ class EvaluationReport:
                       f"pointing game {mean.pointing:.3f}; IoR/PoI-precision "
                       f"{mean.poi_precision:.3f}; PoI-coverage {mean.poi_coverage:.3f}; "
                       f"NCC {mean.ncc:.3f}", ""]
+        if self.interval:
+            lines += [f"Mean IoU-accuracy at T(IoU)=0.3: {self.interval.estimate:.3f}, "
+                      f"{self.interval.level:.0%} bootstrap interval {self.interval.low:.3f}-"
+                      f"{self.interval.high:.3f} (regions resampled within each finding).", ""]
         if self.floor:
             lines += ["## No-model floor (each finding's mean box, for every image)", "",
                       self.floor.to_markdown("pixel"), ""]
@@ -226,6 +237,8 @@ def evaluate_model(
         classification=ClassificationReport.from_arrays(
             findings, np.asarray(probabilities), np.asarray(labels)),
         floor=_floor_report(floor_inputs),
+        interval=mean_iou_accuracy_interval(
+            (finding, score.iou_pixel) for finding, score in scores[0]) if scores[0] else None,
         sweep=[_sweep_row(r, s) for r, s in zip(rules[1:], scores[1:], strict=True) if s],
         rows=rows,
     )

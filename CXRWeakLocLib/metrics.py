@@ -34,6 +34,7 @@ from .masks import Box, MaskRule, apply_mask_rule, mask_boxes
 __all__ = [
     "IOU_THRESHOLDS",
     "ClassificationReport",
+    "Interval",
     "FindingClassification",
     "LocalizationReport",
     "LocalizationScore",
@@ -45,6 +46,7 @@ __all__ = [
     "floor_heatmap",
     "iou_accuracy",
     "mask_bounding_box",
+    "mean_iou_accuracy_interval",
     "roc_auc",
     "score_localization",
     "xywh_to_xyxy",
@@ -213,6 +215,46 @@ def iou_accuracy(
     if values.size == 0:
         return {float(t): math.nan for t in thresholds}
     return {float(t): float(np.mean(values >= t - _THRESHOLD_TOLERANCE)) for t in thresholds}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its bootstrap confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+
+
+def mean_iou_accuracy_interval(
+    scores: Iterable[tuple[str, float]],
+    threshold: float = 0.3,
+    level: float = 0.95,
+    samples: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Mean (over findings) IoU-accuracy at ``threshold`` with a percentile bootstrap CI.
+
+    ``scores`` are ``(finding, iou)`` pairs, one per ground-truth region. Regions are
+    resampled with replacement within each finding (the per-finding counts stay fixed),
+    so the interval answers "how much would this figure move on another draw of the
+    same number of boxes".
+    """
+    hits: dict[str, list[float]] = {}
+    for finding, iou in scores:
+        hits.setdefault(finding, []).append(float(iou >= threshold - _THRESHOLD_TOLERANCE))
+    if not hits:
+        raise ValueError("no scores to bootstrap")
+    groups = [np.asarray(v) for v in hits.values()]
+    rng = np.random.default_rng(seed)
+    resampled = np.mean([
+        rng.choice(group, size=(samples, group.size), replace=True).mean(axis=1)
+        for group in groups
+    ], axis=0)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(resampled, [tail, 100 - tail])
+    return Interval(float(np.mean([g.mean() for g in groups])), float(low), float(high), level)
 
 
 @dataclass(frozen=True)

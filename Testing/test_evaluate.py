@@ -47,6 +47,11 @@ def test_report_files(report, synthetic_set):
     assert "T(IoU)=0.3" in (out / "metrics.md").read_text()
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) == regions
+    interval = data["iou_accuracy_0.3_interval"]
+    mean_at_03 = data["localization"]["mean"]["accuracy_pixel"]["0.3"]
+    assert interval["estimate"] == pytest.approx(mean_at_03)
+    assert interval["low"] <= interval["estimate"] <= interval["high"]
+    assert result.headline()["iou_accuracy_0.3_ci95"] == [interval["low"], interval["high"]]
 
 
 def test_evaluate_scores_the_masks_localize_exports(report, synthetic_set, tiny_model):

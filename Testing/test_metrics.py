@@ -21,6 +21,7 @@ from CXRWeakLocLib.metrics import (
     floor_heatmap,
     iou_accuracy,
     mask_bounding_box,
+    mean_iou_accuracy_interval,
     roc_auc,
     score_localization,
     xywh_to_xyxy,
@@ -308,3 +309,29 @@ def test_classification_report_means_skip_nan_findings():
     assert data["mean_roc_auc"] == pytest.approx(0.75)
     with pytest.raises(ValueError, match="must be"):
         ClassificationReport.from_arrays(["Mass"], scores, labels)
+
+
+# ------------------------------------------------------------------ confidence intervals
+
+
+def test_interval_of_certain_outcomes_has_no_width():
+    scores = [("Mass", 0.9)] * 5 + [("Nodule", 0.0)] * 7
+    interval = mean_iou_accuracy_interval(scores, threshold=0.3)
+    assert (interval.estimate, interval.low, interval.high) == (0.5, 0.5, 0.5)
+
+
+def test_interval_is_the_macro_mean_and_narrows_with_more_boxes():
+    # Mass: 1 of 4 hits (0.25); Nodule: 3 of 4 (0.75): macro mean 0.5
+    few = [("Mass", 0.5), ("Mass", 0.1), ("Mass", 0.1), ("Mass", 0.1),
+           ("Nodule", 0.4), ("Nodule", 0.3), ("Nodule", 0.31), ("Nodule", 0.0)]
+    small = mean_iou_accuracy_interval(few, threshold=0.3, seed=1)
+    large = mean_iou_accuracy_interval(few * 25, threshold=0.3, seed=1)
+    assert small.estimate == large.estimate == 0.5
+    assert small.low < 0.5 < small.high
+    assert large.high - large.low < (small.high - small.low) / 2
+    assert mean_iou_accuracy_interval(few, 0.3, seed=1) == small  # seeded
+
+
+def test_interval_refuses_no_scores():
+    with pytest.raises(ValueError, match="no scores"):
+        mean_iou_accuracy_interval([])

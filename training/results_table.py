@@ -28,9 +28,16 @@ def _cell(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _cell_with_interval(value, interval) -> str:
+    """``0.154 (0.128-0.181)``: the figure and its 95% bootstrap interval when recorded."""
+    if value is None or not interval:
+        return _cell(value)
+    return f"{value:.3f} ({interval[0]:.3f}-{interval[1]:.3f})"
+
+
 def table() -> list[str]:
     """The table's markdown lines."""
-    lines = ["| Model | Trained on | T=0.1 | T=0.3 | T=0.5 | T=0.7 | mTIoU | pointing | "
+    lines = ["| Model | Trained on | T=0.1 | T=0.3 (95% CI) | T=0.5 | T=0.7 | mTIoU | pointing | "
              "PoI precision | PoI coverage | mean ROC-AUC |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     floor = None
@@ -44,8 +51,9 @@ def table() -> list[str]:
         rule = dev.get("mask_rule")
         if isinstance(rule, dict):  # a card may keep the rule as its dict
             rule = str(MaskRule(**rule))
+        at_03 = _cell_with_interval(dev.get('iou_accuracy_0.3'), dev.get('iou_accuracy_0.3_ci95'))
         lines.append(f"| `{card.name}` ({rule}) | nih-mini, {images} images | "
-              f"{_cell(dev.get('iou_accuracy_0.1'))} | {_cell(dev.get('iou_accuracy_0.3'))} | "
+              f"{_cell(dev.get('iou_accuracy_0.1'))} | {at_03} | "
               f"{_cell(dev.get('iou_accuracy_0.5'))} | {_cell(dev.get('iou_accuracy_0.7'))} | "
               f"{_cell(dev.get('mtiou'))} | {_cell(dev.get('pointing'))} | "
               f"{_cell(dev.get('poi_precision'))} | {_cell(dev.get('poi_coverage'))} | "
