@@ -76,6 +76,8 @@ class EvaluationReport:
     #: 95% bootstrap interval of the mean pixel IoU-accuracy at T(IoU) = 0.3
     interval: Interval | None = None
     sweep: list[dict] = field(default_factory=list)
+    #: the mask rule was chosen on this set (the best of ``sweep``), not given
+    rule_chosen_here: bool = False
     rows: list[dict] = field(default_factory=list)
 
     @property
@@ -90,6 +92,7 @@ class EvaluationReport:
             "boxes": self.boxes,
             "protocol": "each ground-truth region scored on its own finding's heatmap",
             "mask_rule": self.mask_rule.to_dict(),
+            "mask_rule_chosen_on_this_set": self.rule_chosen_here,
             "localization": self.localization.to_dict() if self.localization else None,
             "no_model_floor": self.floor.to_dict() if self.floor else None,
             "iou_accuracy_0.3_interval": asdict(self.interval) if self.interval else None,
@@ -126,7 +129,10 @@ class EvaluationReport:
     def to_markdown(self) -> str:
         lines = [f"# {self.model} on {self.dataset}", "",
                  f"{self.images} images, {self.boxes} ground-truth regions; mask rule "
-                 f"`{self.mask_rule}`; each region scored on its own finding's heatmap.", ""]
+                 f"`{self.mask_rule}`"
+                 + (" (chosen on this set: the sweep's best IoU-accuracy at 0.3)"
+                    if self.rule_chosen_here else "")
+                 + "; each region scored on its own finding's heatmap.", ""]
         if self.localization:
             lines += ["## IoU-accuracy, pixel mode", "", self.localization.to_markdown("pixel"),
                       "", "## IoU-accuracy, box mode", "", self.localization.to_markdown("box"), ""]
@@ -179,8 +185,14 @@ def evaluate_model(
     sweep: bool = False,
     batch_size: int = 8,
     progress: bool = True,
+    choose_rule: bool = False,
 ) -> EvaluationReport:
-    """Score ``model`` on ``dataset`` and write the report files into ``out_dir``."""
+    """Score ``model`` on ``dataset`` and write the report files into ``out_dir``.
+
+    ``sweep`` also scores every rule of :data:`SWEEP_RULES`; ``choose_rule`` does that
+    and reports under the best of them (:func:`best_sweep_rule`) from the same pass,
+    which is how a model's rule is chosen on a dev set.
+    """
     records = read_dataset(dataset, Path(root), images_list, annotations=True)
     if not records:
         raise CXRWeakLocError(f"{root}: no images to evaluate")
@@ -189,10 +201,10 @@ def evaluate_model(
         mask_rule = parse_mask_rule(mask_rule)
     rule = mask_rule or localizer.card.mask_rule
     findings = localizer.card.findings
-    rules = [rule, *(SWEEP_RULES if sweep else ())]
+    rules = [rule, *(SWEEP_RULES if sweep or choose_rule else ())]
     scores: list[list[tuple[str, LocalizationScore]]] = [[] for _ in rules]
     floor_inputs: list[tuple[str, tuple, np.ndarray]] = []
-    probabilities, labels, rows = [], [], []
+    probabilities, labels, regions = [], [], []
 
     bar = tqdm(total=len(records), desc="evaluate", unit="image", disable=not progress)
     for chunk in _batches(records, batch_size):
@@ -216,34 +228,45 @@ def evaluate_model(
                     scores[position].append(
                         (annotation.finding, score_localization(heatmap, gt, candidate))
                     )
-                main = scores[0][-1][1]
-                rows.append({"image": record.id, "finding": annotation.finding,
-                             "probability": round(float(p[index]), 5),
-                             "iou_pixel": round(main.iou_pixel, 5),
-                             "iou_box": round(main.iou_box, 5), "ior": round(main.ior, 5),
-                             "poi_coverage": round(main.poi_coverage, 5),
-                             "pointing_hit": int(main.pointing_hit), "ncc": round(main.ncc, 5)})
+                regions.append({"image": record.id, "finding": annotation.finding,
+                                "probability": round(float(p[index]), 5)})
                 if annotation.box is not None:
                     floor_inputs.append((annotation.finding, annotation.box, gt))
         bar.update(len(chunk))
     bar.close()
 
+    swept = [_sweep_row(r, s) for r, s in zip(rules[1:], scores[1:], strict=True) if s]
+    chosen = 0
+    if choose_rule:
+        if not swept:
+            raise CXRWeakLocError(f"{root}: no ground-truth regions to choose a mask rule on")
+        chosen = 1 + swept.index(max(swept, key=_sweep_key))
+    main = scores[chosen]
     report = EvaluationReport(
         model=localizer.card.name,
         dataset=dataset,
         images=len(records),
-        mask_rule=rule,
-        localization=LocalizationReport.from_scores(scores[0]) if scores[0] else None,
+        mask_rule=rules[chosen],
+        localization=LocalizationReport.from_scores(main) if main else None,
         classification=ClassificationReport.from_arrays(
             findings, np.asarray(probabilities), np.asarray(labels)),
         floor=_floor_report(floor_inputs),
         interval=mean_iou_accuracy_interval(
-            (finding, score.iou_pixel) for finding, score in scores[0]) if scores[0] else None,
-        sweep=[_sweep_row(r, s) for r, s in zip(rules[1:], scores[1:], strict=True) if s],
-        rows=rows,
+            (finding, score.iou_pixel) for finding, score in main) if main else None,
+        sweep=swept,
+        rule_chosen_here=choose_rule,
+        rows=[{**region, **_score_columns(score)}
+              for region, (_, score) in zip(regions, main, strict=True)],
     )
     write_report(report, Path(out_dir))
     return report
+
+
+def _score_columns(score: LocalizationScore) -> dict:
+    """The per-region columns of ``per_image.csv``."""
+    return {"iou_pixel": round(score.iou_pixel, 5), "iou_box": round(score.iou_box, 5),
+            "ior": round(score.ior, 5), "poi_coverage": round(score.poi_coverage, 5),
+            "pointing_hit": int(score.pointing_hit), "ncc": round(score.ncc, 5)}
 
 
 def _floor_report(inputs: list[tuple[str, tuple, np.ndarray]]) -> LocalizationReport | None:
@@ -271,8 +294,13 @@ def best_sweep_rule(report: EvaluationReport) -> MaskRule:
     """The swept rule with the best mean IoU-accuracy at 0.3 (mTIoU breaks ties)."""
     if not report.sweep:
         raise CXRWeakLocError("no mask-rule sweep in this report")
-    best = max(report.sweep, key=lambda s: (s["iou_accuracy_0.3"], s["mtiou"]))
+    best = max(report.sweep, key=_sweep_key)
     return MaskRule(best["name"], best["value"])
+
+
+def _sweep_key(row: dict) -> tuple[float, float]:
+    """Best rule first: IoU-accuracy at 0.3, then mTIoU."""
+    return row["iou_accuracy_0.3"], row["mtiou"]
 
 
 def write_report(report: EvaluationReport, out_dir: Path) -> None:

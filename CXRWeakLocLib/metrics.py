@@ -214,7 +214,12 @@ def iou_accuracy(
     values = np.asarray(list(ious), dtype=np.float64)
     if values.size == 0:
         return {float(t): math.nan for t in thresholds}
-    return {float(t): float(np.mean(values >= t - _THRESHOLD_TOLERANCE)) for t in thresholds}
+    return {float(t): float(np.mean(_reaches(values, t))) for t in thresholds}
+
+
+def _reaches(ious: np.ndarray, threshold: float) -> np.ndarray:
+    """Which IoUs count as reaching ``threshold`` (with the rounding tolerance)."""
+    return ious >= threshold - _THRESHOLD_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -241,12 +246,13 @@ def mean_iou_accuracy_interval(
     so the interval answers "how much would this figure move on another draw of the
     same number of boxes".
     """
-    hits: dict[str, list[float]] = {}
+    ious: dict[str, list[float]] = {}
     for finding, iou in scores:
-        hits.setdefault(finding, []).append(float(iou >= threshold - _THRESHOLD_TOLERANCE))
-    if not hits:
+        ious.setdefault(finding, []).append(iou)
+    if not ious:
         raise ValueError("no scores to bootstrap")
-    groups = [np.asarray(v) for v in hits.values()]
+    groups = [_reaches(np.asarray(v, dtype=np.float64), threshold).astype(np.float64)
+              for v in ious.values()]
     rng = np.random.default_rng(seed)
     resampled = np.mean([
         rng.choice(group, size=(samples, group.size), replace=True).mean(axis=1)

@@ -79,6 +79,21 @@ def test_sweep_and_best_rule(report):
                and s["iou_accuracy_0.3"] == top for s in result.sweep)
 
 
+
+def test_chosen_rule_report_equals_a_run_under_that_rule(report, synthetic_set, tiny_model,
+                                                          tmp_path):
+    swept, _ = report
+    chosen = evaluate_model("synthetic", synthetic_set, str(tiny_model), tmp_path / "chosen",
+                            device="cpu", choose_rule=True, progress=False)
+    best = best_sweep_rule(swept)
+    assert chosen.mask_rule == best and chosen.rule_chosen_here
+    assert "chosen on this set" in (tmp_path / "chosen" / "metrics.md").read_text()
+    given = evaluate_model("synthetic", synthetic_set, str(tiny_model), tmp_path / "given",
+                           device="cpu", mask_rule=best, progress=False)
+    assert chosen.localization.to_dict() == given.localization.to_dict()
+    assert chosen.rows == given.rows and chosen.interval == given.interval
+
+
 def test_floor_is_the_mean_box():
     from CXRWeakLocLib.data.records import Annotation
     from CXRWeakLocLib.evaluate import _floor_report

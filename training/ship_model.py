@@ -9,12 +9,13 @@ Steps, all through the engine:
 
 1. the trained folder -> ``Resources/Models/<name>`` (with ``--as-gradcam`` the same
    weights are wrapped as a Grad-CAM model on ``backbone.layer4``);
-2. ``evaluate --sweep-mask-rules`` on nih-mini's ``dev_bbox_list.txt`` (514 expert
-   boxes): the rule with the best mean IoU-accuracy at T(IoU)=0.3 (mTIoU breaks ties)
-   becomes the card's rule. The dev boxes choose the rule, so the dev figures are
-   optimistic for the rule choice; the boxes never reach training;
-3. ``evaluate`` with that rule -> ``results/eval/<name>``; the headline figures and
-   the no-model floor go into the card's ``metrics["dev_bbox"]``;
+2. ``evaluate_model(..., choose_rule=True)`` on nih-mini's ``dev_bbox_list.txt`` (514
+   expert boxes) -> ``results/eval/<name>``: every rule of the sweep is scored in one
+   pass and the best mean IoU-accuracy at T(IoU)=0.3 (mTIoU breaks ties) becomes the
+   card's rule. The dev boxes choose the rule, so the dev figures are optimistic for
+   the rule choice; the boxes never reach training;
+3. the headline figures under that rule and the no-model floor go into the card's
+   ``metrics["dev_bbox"]``;
 4. the packaging file lists (Slicer CMake, wheel data files) are rewritten
    (``training/sync_lists.py``). Then ``python training/results_table.py --write README.md``.
 """
@@ -29,8 +30,14 @@ from pathlib import Path
 
 from sync_lists import main as sync_lists
 
-from CXRWeakLocLib.checkpoint import SHIPPED_MODELS_DIR, load_model, save_model, update_card
-from CXRWeakLocLib.evaluate import best_sweep_rule, evaluate_model
+from CXRWeakLocLib.checkpoint import (
+    SHIPPED_MODELS_DIR,
+    load_model,
+    read_card,
+    save_model,
+    update_card,
+)
+from CXRWeakLocLib.evaluate import evaluate_model
 from CXRWeakLocLib.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,17 +65,13 @@ def install(source: Path, name: str, as_gradcam: bool) -> Path:
 
 
 def calibrate_and_measure(folder: Path, name: str, data: Path = NIH_MINI) -> dict:
-    """Choose the mask rule on the dev boxes, evaluate with it, record the figures."""
+    """Choose the mask rule on the dev boxes and record the figures under it."""
     dev = data / "dev_bbox_list.txt"
-    sweep = evaluate_model("chestxray14", data, str(folder), REPO / "results" / "eval" /
-                           f"{name}_sweep", images_list=dev, sweep=True, device="cpu")
-    rule = best_sweep_rule(sweep)
-    update_card(folder, mask_rule=rule)
     report = evaluate_model("chestxray14", data, str(folder), REPO / "results" / "eval" / name,
-                            images_list=dev, device="cpu")
+                            images_list=dev, device="cpu", choose_rule=True)
+    rule = report.mask_rule
     floor = report.floor.mean.accuracy_pixel if report.floor else {}
-    card = load_model(folder).card
-    metrics = dict(card.metrics)
+    metrics = dict(read_card(folder).metrics)
     metrics["dev_bbox"] = {
         **report.headline(),
         "dataset": "nih-mini dev_bbox_list.txt (ChestX-ray14 expert boxes, 512 px)",
@@ -76,7 +79,7 @@ def calibrate_and_measure(folder: Path, name: str, data: Path = NIH_MINI) -> dic
         "mask_rule_chosen_on": "these dev boxes (best IoU-accuracy at 0.3 of the sweep)",
         "no_model_floor_iou_accuracy_0.3": floor.get(0.3),
     }
-    update_card(folder, metrics=metrics)
+    update_card(folder, mask_rule=rule, metrics=metrics)
     print(report.summary_line())
     return metrics["dev_bbox"]
 

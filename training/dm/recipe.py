@@ -27,7 +27,7 @@ import torch
 from CXRWeakLocLib.checkpoint import ModelCard, load_model, update_card
 from CXRWeakLocLib.data.dataset import records_dataset
 from CXRWeakLocLib.data.sources import load_records
-from CXRWeakLocLib.evaluate import best_sweep_rule, evaluate_model
+from CXRWeakLocLib.evaluate import evaluate_model
 from CXRWeakLocLib.findings import CHESTXRAY14
 from CXRWeakLocLib.train.config import TrainConfig, load_config
 from CXRWeakLocLib.train.dm_stages import (
@@ -151,9 +151,8 @@ def ablation(args: argparse.Namespace) -> None:
         common = dict(dataset="chestxray14", root=NIH_MINI, model=str(folder),
                       images_list=NIH_MINI / "dev_bbox_list.txt", device="cpu",
                       progress=False)
-        swept = evaluate_model(out_dir=out / _slug(label) / "sweep", sweep=True, **common)
-        rule = best_sweep_rule(swept)
-        report = evaluate_model(out_dir=out / _slug(label), mask_rule=rule, **common)
+        report = evaluate_model(out_dir=out / _slug(label), choose_rule=True, **common)
+        rule = report.mask_rule
         headline = {**report.headline(), "mask_rule": str(rule)}
         floor = report.floor.mean.accuracy_pixel if report.floor else {}
         (out / _slug(label) / "headline.json").write_text(json.dumps(

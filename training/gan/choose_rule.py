@@ -1,8 +1,8 @@
 """Choose a GAN model's constraint function (mask rule) on the synthetic dev set.
 
 Usage: python training/gan/choose_rule.py MODEL_FOLDER [DEV_ROOT]
-Runs ``evaluate --sweep-mask-rules`` on DEV_ROOT (default ``runs/gan/synthetic_dev``,
-exact masks, disjoint from the training and test images) into
+Scores every rule of ``evaluate --sweep-mask-rules`` in one pass on DEV_ROOT (default
+``runs/gan/synthetic_dev``, exact masks, disjoint from the training and test images) into
 ``MODEL_FOLDER/../eval_dev`` and writes the best rule (IoU-accuracy at 0.3, mTIoU
 breaking ties) into the model card.
 """
@@ -14,17 +14,16 @@ import sys
 from pathlib import Path
 
 from CXRWeakLocLib.checkpoint import update_card
-from CXRWeakLocLib.evaluate import best_sweep_rule, evaluate_model
+from CXRWeakLocLib.evaluate import evaluate_model
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def main(model: Path, dev_root: Path) -> None:
     report = evaluate_model("synthetic", dev_root, str(model), model.parent / "eval_dev",
-                            sweep=True, device="cpu")
-    rule = best_sweep_rule(report)
-    update_card(model, mask_rule=rule)
-    print(f"{model}: mask rule {rule}")
+                            choose_rule=True, device="cpu")
+    update_card(model, mask_rule=report.mask_rule)
+    print(f"{model}: mask rule {report.mask_rule}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ training/configs/ham_nih_mini.toml``)::
 Steps, all through the engine (no private metric code):
 
 1. ``runs/ham/model`` -> ``Resources/Models/ham`` (weights untouched).
-2. ``evaluate_model(..., sweep=True)`` on ``dev_bbox_list.txt`` (the same as
-   ``cxrweakloc evaluate --sweep-mask-rules``) -> ``results/eval/ham_sweep``;
+2. ``evaluate_model(..., choose_rule=True)`` on ``dev_bbox_list.txt`` ->
+   ``results/eval/ham``: every rule of ``--sweep-mask-rules`` scored in one pass,
    :func:`best_sweep_rule` picks the rule (best IoU-accuracy at 0.3, mTIoU breaks ties).
    The dev boxes choose the rule, so the dev numbers are optimistic for the rule by
    the same amount as every model's whose rule is chosen this way (``cam`` too).
@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from CXRWeakLocLib.checkpoint import SHIPPED_MODELS_DIR, load_model, read_card, update_card
 from CXRWeakLocLib.data.dataset import records_dataset
 from CXRWeakLocLib.data.sources import load_records
-from CXRWeakLocLib.evaluate import best_sweep_rule, evaluate_model
+from CXRWeakLocLib.evaluate import evaluate_model
 from CXRWeakLocLib.metrics import roc_auc
 from CXRWeakLocLib.train.config import load_config
 from CXRWeakLocLib.train.ham_loss import anomaly_targets
@@ -94,14 +94,11 @@ def main() -> None:
     shutil.copytree(args.run, folder)
     dev_list = args.data / "dev_bbox_list.txt"
 
-    sweep = evaluate_model("chestxray14", args.data, str(folder), args.results / "ham_sweep",
-                           images_list=dev_list, sweep=True)
-    rule = best_sweep_rule(sweep)
+    report = evaluate_model("chestxray14", args.data, str(folder), args.results / "ham",
+                            images_list=dev_list, choose_rule=True)
+    rule = report.mask_rule
     logger.info("mask rule chosen on the dev boxes: %s", rule)
     update_card(folder, mask_rule=rule)
-
-    report = evaluate_model("chestxray14", args.data, str(folder), args.results / "ham",
-                            images_list=dev_list)
     logger.info("%s", report.summary_line())
     validation_anomaly = anomaly_auc_on_validation(CONFIG, folder)
     metrics = dict(read_card(folder).metrics)
