@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -37,6 +38,8 @@ __all__ = [
     "load_model",
     "save_model",
     "update_card",
+    "training_lineage",
+    "LINEAGE_METADATA_KEY",
 ]
 
 FORMAT_VERSION = 1
@@ -46,6 +49,8 @@ CARD_FILE = "model.json"
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 #: Where a built (non-editable) wheel installs the shipped models.
 INSTALLED_MODELS_DIR = Path(sys.prefix) / "share" / "cxrweakloc" / "models"
+#: ``.safetensors`` metadata key holding a weights file's training lineage (JSON list).
+LINEAGE_METADATA_KEY = "training_lineage"
 #: Extra folders of model folders, separated by ``os.pathsep``.
 MODELS_ENV = "CXRWEAKLOC_MODELS"
 
@@ -275,3 +280,24 @@ def update_card(folder: Path, **changes) -> ModelCard:
     temporary.write_text(text)
     temporary.replace(folder / CARD_FILE)
     return card
+
+
+def training_lineage(source: Path) -> list[dict]:
+    """The training stages behind a weights source, earliest first.
+
+    A model folder contributes its card's own ``training["pretraining"]`` followed by
+    its stage (name, dataset, data root, number of training images); a ``.safetensors`` file its
+    :data:`LINEAGE_METADATA_KEY` metadata (written by seed files); anything else
+    nothing. Cards record it so a fine-tuned model says what it was pretrained on.
+    """
+    source = Path(source)
+    if (source / CARD_FILE).is_file():
+        card = read_card(source)
+        stage = {key: card.training.get(key) for key in ("dataset", "root", "train_images")}
+        stage = {"name": card.name, **stage}
+        return [*card.training.get("pretraining", []), stage]
+    if source.suffix == ".safetensors" and source.is_file():
+        with safe_open(str(source), "pt") as handle:
+            text = (handle.metadata() or {}).get(LINEAGE_METADATA_KEY)
+        return json.loads(text) if text else []
+    return []

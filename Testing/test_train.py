@@ -183,3 +183,27 @@ def test_pretrained_backbone_seeds_a_run_with_other_findings(tmp_path):
         torch.testing.assert_close(after[key], weights[key].to(after[key].dtype), msg=key)
     for key in kept:  # the 8-finding head does not fit 14 findings: left as initialised
         torch.testing.assert_close(after[key], before[key], msg=key)
+
+
+def test_cards_and_seed_files_record_what_a_run_was_pretrained_on(tmp_path):
+    """Pretrain -> fine-tune (``init_from`` a folder) -> seed file -> run from the seed."""
+    from CXRWeakLocLib.checkpoint import training_lineage
+    from CXRWeakLocLib.train.dm_stages import write_seed
+
+    first = train(load_config(write_config(tmp_path, epochs=1, count=16, name="first")), "cpu")
+    first_card = load_model(first.model_folder).card
+    assert "pretraining" not in first_card.training and training_lineage(tmp_path) == []
+
+    config = write_config(tmp_path, epochs=1, count=24, name="second")
+    config.write_text(config.read_text().replace(
+        "[model]\n", f'[model]\ninit_from = "{first.model_folder}"\n'))
+    second = load_model(train(load_config(config), "cpu").model_folder).card
+    first_stage = {"name": "tiny", "dataset": "synthetic", "root": first_card.training["root"],
+                   "train_images": first_card.training["train_images"]}
+    assert second.training["pretraining"] == [first_stage]
+
+    seed = write_seed(tmp_path / "seed.safetensors", [tmp_path / "second" / "model"])
+    chain = training_lineage(seed)
+    assert chain[0] == first_stage and len(chain) == 2
+    assert chain[1]["train_images"] == second.training["train_images"]
+    assert second.training["train_images"] != first_stage["train_images"]

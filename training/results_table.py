@@ -35,6 +35,22 @@ def _cell_with_interval(value, interval) -> str:
     return f"{value:.3f} ({interval[0]:.3f}-{interval[1]:.3f})"
 
 
+def _stage_label(stage: dict) -> str:
+    """``nih-mini, 931 images``: where a training stage's data came from and how much."""
+    where = Path(stage.get("root") or "").name or stage.get("dataset") or "?"
+    return f"{where}, {stage.get('train_images', '?')} images"
+
+
+def trained_on(training: dict) -> str:
+    """The card's training stages, pretraining first, repeated stages once."""
+    labels: list[str] = []
+    for stage in [*training.get("pretraining", []), training]:
+        label = _stage_label(stage)
+        if not labels or labels[-1] != label:
+            labels.append(label)
+    return " -> ".join(labels)
+
+
 def table() -> list[str]:
     """The table's markdown lines."""
     lines = ["| Model | Trained on | T=0.1 | T=0.3 (95% CI) | T=0.5 | T=0.7 | mTIoU | pointing | "
@@ -47,12 +63,11 @@ def table() -> list[str]:
         if not dev:
             continue
         floor = dev.get("no_model_floor_iou_accuracy_0.3", floor)
-        images = card.training.get("train_images", "?")
         rule = dev.get("mask_rule")
         if isinstance(rule, dict):  # a card may keep the rule as its dict
             rule = str(MaskRule(**rule))
         at_03 = _cell_with_interval(dev.get('iou_accuracy_0.3'), dev.get('iou_accuracy_0.3_ci95'))
-        lines.append(f"| `{card.name}` ({rule}) | nih-mini, {images} images | "
+        lines.append(f"| `{card.name}` ({rule}) | {trained_on(card.training)} | "
               f"{_cell(dev.get('iou_accuracy_0.1'))} | {at_03} | "
               f"{_cell(dev.get('iou_accuracy_0.5'))} | {_cell(dev.get('iou_accuracy_0.7'))} | "
               f"{_cell(dev.get('mtiou'))} | {_cell(dev.get('pointing'))} | "

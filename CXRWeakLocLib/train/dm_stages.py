@@ -21,6 +21,7 @@ The stages between trainer runs (``training/dm/recipe.py`` chains them):
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from scipy import ndimage
 from torch.nn import functional
 from torch.utils.data import DataLoader
 
-from ..checkpoint import WEIGHTS_FILE, ModelCard
+from ..checkpoint import LINEAGE_METADATA_KEY, WEIGHTS_FILE, ModelCard, training_lineage
 from ..data.dataset import records_dataset
 from ..data.records import ImageRecord
 from ..errors import ConfigError
@@ -222,13 +223,21 @@ def _weights_file(path: Path) -> Path:
 
 
 def write_seed(out: Path, sources: Sequence[Path | dict[str, torch.Tensor]]) -> Path:
-    """Merge model folders / ``.safetensors`` files / tensor dicts (later ones win)."""
+    """Merge model folders / ``.safetensors`` files / tensor dicts (later ones win).
+
+    The sources' training lineages (:func:`training_lineage`) travel in the file's
+    metadata, so a run initialised from the seed records what it was built on.
+    """
     merged: dict[str, torch.Tensor] = {}
+    lineage: list[dict] = []
     for source in sources:
+        if not isinstance(source, dict):
+            lineage += [s for s in training_lineage(Path(source)) if s not in lineage]
         tensors = source if isinstance(source, dict) else load_file(str(_weights_file(source)))
         merged.update({k: v.detach().float().contiguous() if v.is_floating_point() else v
                        for k, v in tensors.items()})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(merged, str(out), metadata={"format": "pt"})
+    save_file(merged, str(out),
+              metadata={"format": "pt", LINEAGE_METADATA_KEY: json.dumps(lineage)})
     return out

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..checkpoint import WEIGHTS_FILE, ModelCard, save_model
+from ..checkpoint import WEIGHTS_FILE, ModelCard, save_model, training_lineage
 from ..data.dataset import records_dataset
 from ..data.records import ImageRecord
 from ..data.sources import load_records
@@ -112,6 +112,8 @@ def _card(config: TrainConfig, findings: list[str], n_train: int) -> ModelCard:
             "train_images": n_train,
             "labels": "image-level only",
             "seed": config.run.seed,
+            **({"pretraining": training_lineage(config.path(model.init_from))}
+               if model.init_from else {}),
             "config": config.to_dict(),
         },
     )
