@@ -284,10 +284,13 @@ def _floor_report(inputs: list[tuple[str, tuple, np.ndarray]]) -> LocalizationRe
 
 
 def _sweep_row(rule: MaskRule, scores: list[tuple[str, LocalizationScore]]) -> dict:
-    mean = LocalizationReport.from_scores(scores).mean
+    report = LocalizationReport.from_scores(scores)
+    mean = report.mean
     return {"rule": str(rule), "name": rule.name, "value": rule.value,
             "iou_accuracy_0.3": mean.accuracy_pixel[0.3],
-            "iou_accuracy_0.5": mean.accuracy_pixel[0.5], "mtiou": mean.mtiou_pixel}
+            "iou_accuracy_0.5": mean.accuracy_pixel[0.5], "mtiou": mean.mtiou_pixel,
+            "per_finding_iou_accuracy_0.3": {name: summary.accuracy_pixel[0.3]
+                                             for name, summary in report.findings.items()}}
 
 
 def best_sweep_rule(report: EvaluationReport) -> MaskRule:

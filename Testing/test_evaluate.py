@@ -15,6 +15,7 @@ from CXRWeakLocLib.checkpoint import load_model
 from CXRWeakLocLib.data.synthetic import read_synthetic, write_synthetic_dataset
 from CXRWeakLocLib.errors import CXRWeakLocError
 from CXRWeakLocLib.evaluate import best_sweep_rule, evaluate_model, parse_mask_rule
+from CXRWeakLocLib.findings import CHESTXRAY14
 from CXRWeakLocLib.localize import Localizer
 from CXRWeakLocLib.masks import MaskRule
 from CXRWeakLocLib.metrics import annotation_mask
@@ -77,6 +78,10 @@ def test_sweep_and_best_rule(report):
     top = max(s["iou_accuracy_0.3"] for s in result.sweep)
     assert any(s["name"] == best.name and s["value"] == best.value
                and s["iou_accuracy_0.3"] == top for s in result.sweep)
+    for row in result.sweep:  # the headline mean is the mean of the per-finding figures
+        per_finding = row["per_finding_iou_accuracy_0.3"]
+        assert per_finding and set(per_finding) <= {f.name for f in CHESTXRAY14}
+        assert np.mean(list(per_finding.values())) == pytest.approx(row["iou_accuracy_0.3"])
 
 
 
