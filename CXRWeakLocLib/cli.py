@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also score a grid of mask rules (to choose one on a dev set)")
     ev.add_argument("--batch-size", type=int, default=8)
 
+    cmp = commands.add_parser(
+        "compare", help="is model A better than model B? (two evaluate folders, paired)")
+    cmp.add_argument("first", type=Path, help="evaluate --out folder of model A")
+    cmp.add_argument("second", type=Path, help="evaluate --out folder of model B")
+    cmp.add_argument("--threshold", type=float, default=0.3, help="T(IoU) (default 0.3)")
+
     tr = commands.add_parser("train", help="train a model from a TOML run config")
     tr.add_argument("--config", required=True, type=Path)
     tr.add_argument("--device", default="auto")
@@ -162,6 +168,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from .evaluate import compare_evaluations
+
+    if not 0 < args.threshold <= 1:
+        raise CXRWeakLocError("--threshold must be in (0, 1]")
+    print(compare_evaluations(args.first, args.second, args.threshold).summary_line())
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from .checkpoint import read_card, shipped_models
 
@@ -215,8 +230,8 @@ def _synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"localize": _localize, "evaluate": _evaluate, "train": _train, "models": _models,
-            "sample": _sample, "synthetic": _synthetic}
+COMMANDS = {"localize": _localize, "evaluate": _evaluate, "compare": _compare, "train": _train,
+            "models": _models, "sample": _sample, "synthetic": _synthetic}
 
 
 def main(argv: list[str] | None = None) -> int:

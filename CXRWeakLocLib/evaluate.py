@@ -34,11 +34,13 @@ from .metrics import (
     annotation_mask,
     floor_heatmap,
     mean_iou_accuracy_interval,
+    paired_iou_accuracy_difference,
     score_localization,
 )
 from .radiograph import Radiograph, read_radiograph
 
-__all__ = ["EvaluationReport", "evaluate_model", "parse_mask_rule", "SWEEP_RULES"]
+__all__ = ["EvaluationReport", "Comparison", "compare_evaluations", "evaluate_model",
+           "parse_mask_rule", "SWEEP_RULES"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ class EvaluationReport:
     floor: LocalizationReport | None = None
     #: 95% bootstrap interval of the mean pixel IoU-accuracy at T(IoU) = 0.3
     interval: Interval | None = None
+    #: model minus floor IoU-accuracy at 0.3 on the same regions, paired bootstrap 95% CI
+    above_floor: Interval | None = None
     sweep: list[dict] = field(default_factory=list)
     #: the mask rule was chosen on this set (the best of ``sweep``), not given
     rule_chosen_here: bool = False
@@ -96,6 +100,8 @@ class EvaluationReport:
             "localization": self.localization.to_dict() if self.localization else None,
             "no_model_floor": self.floor.to_dict() if self.floor else None,
             "iou_accuracy_0.3_interval": asdict(self.interval) if self.interval else None,
+            "iou_accuracy_0.3_minus_floor": (asdict(self.above_floor) if self.above_floor
+                                             else None),
             "classification": self.classification.to_dict(),
             "mask_rule_sweep": self.sweep,
         }
@@ -113,6 +119,10 @@ class EvaluationReport:
                           poi_coverage=mean.poi_coverage)
         if self.interval:
             values["iou_accuracy_0.3_ci95"] = [self.interval.low, self.interval.high]
+        if self.above_floor:
+            values["iou_accuracy_0.3_minus_floor"] = self.above_floor.estimate
+            values["iou_accuracy_0.3_minus_floor_ci95"] = [self.above_floor.low,
+                                                           self.above_floor.high]
         return {k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else v)
                 for k, v in values.items()}
 
@@ -145,6 +155,10 @@ class EvaluationReport:
             lines += [f"Mean IoU-accuracy at T(IoU)=0.3: {self.interval.estimate:.3f}, "
                       f"{self.interval.level:.0%} bootstrap interval {self.interval.low:.3f}-"
                       f"{self.interval.high:.3f} (regions resampled within each finding).", ""]
+        if self.above_floor:
+            lines += [f"Above the no-model floor at T(IoU)=0.3: {self.above_floor.estimate:+.3f}, "
+                      f"paired bootstrap interval {self.above_floor.low:+.3f} to "
+                      f"{self.above_floor.high:+.3f} (the same regions drawn for both).", ""]
         if self.floor:
             lines += ["## No-model floor (each finding's mean box, for every image)", "",
                       self.floor.to_markdown("pixel"), ""]
@@ -203,7 +217,7 @@ def evaluate_model(
     findings = localizer.card.findings
     rules = [rule, *(SWEEP_RULES if sweep or choose_rule else ())]
     scores: list[list[tuple[str, LocalizationScore]]] = [[] for _ in rules]
-    floor_inputs: list[tuple[str, tuple, np.ndarray]] = []
+    floor_inputs: list[tuple[str, tuple, np.ndarray]] = []  # regions that have a box
     probabilities, labels, regions = [], [], []
 
     bar = tqdm(total=len(records), desc="evaluate", unit="image", disable=not progress)
@@ -242,6 +256,8 @@ def evaluate_model(
             raise CXRWeakLocError(f"{root}: no ground-truth regions to choose a mask rule on")
         chosen = 1 + swept.index(max(swept, key=_sweep_key))
     main = scores[chosen]
+    floor_scores = _floor_scores(floor_inputs)
+    paired_floor = len(floor_scores) == len(main) > 0  # every region has a box
     report = EvaluationReport(
         model=localizer.card.name,
         dataset=dataset,
@@ -250,13 +266,19 @@ def evaluate_model(
         localization=LocalizationReport.from_scores(main) if main else None,
         classification=ClassificationReport.from_arrays(
             findings, np.asarray(probabilities), np.asarray(labels)),
-        floor=_floor_report(floor_inputs),
+        floor=LocalizationReport.from_scores(floor_scores) if floor_scores else None,
         interval=mean_iou_accuracy_interval(
             (finding, score.iou_pixel) for finding, score in main) if main else None,
+        above_floor=paired_iou_accuracy_difference(
+            (finding, score.iou_pixel, floor.iou_pixel)
+            for (finding, score), (_, floor) in zip(main, floor_scores, strict=True)
+        ) if paired_floor else None,
         sweep=swept,
         rule_chosen_here=choose_rule,
-        rows=[{**region, **_score_columns(score)}
-              for region, (_, score) in zip(regions, main, strict=True)],
+        rows=[{**region, **_score_columns(score),
+               **({"floor_iou_pixel": round(floor_scores[i][1].iou_pixel, 5)}
+                  if paired_floor else {})}
+              for i, (region, (_, score)) in enumerate(zip(regions, main, strict=True))],
     )
     write_report(report, Path(out_dir))
     return report
@@ -269,18 +291,15 @@ def _score_columns(score: LocalizationScore) -> dict:
             "pointing_hit": int(score.pointing_hit), "ncc": round(score.ncc, 5)}
 
 
-def _floor_report(inputs: list[tuple[str, tuple, np.ndarray]]) -> LocalizationReport | None:
-    """The no-model floor: each finding's mean box predicted for every image."""
-    if not inputs:
-        return None
+def _floor_scores(inputs: list[tuple[str, tuple, np.ndarray]]
+                  ) -> list[tuple[str, LocalizationScore]]:
+    """The no-model floor, region by region: each finding's mean box predicted for every image."""
     boxes: dict[str, list] = {}
     for finding, box, _ in inputs:
         boxes.setdefault(finding, []).append(box)
     floor_rule = MaskRule("fraction_of_max", 0.5, 0.0)
-    return LocalizationReport.from_scores(
-        (finding, score_localization(floor_heatmap(boxes[finding], gt.shape), gt, floor_rule))
-        for finding, _, gt in inputs
-    )
+    return [(finding, score_localization(floor_heatmap(boxes[finding], gt.shape), gt, floor_rule))
+            for finding, _, gt in inputs]
 
 
 def _sweep_row(rule: MaskRule, scores: list[tuple[str, LocalizationScore]]) -> dict:
@@ -348,3 +367,80 @@ def _plot(report: EvaluationReport, path: Path) -> None:
     figure.savefig(temporary)
     plt.close(figure)
     temporary.replace(path)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two evaluations of the same regions: ``first`` minus ``second`` at one T(IoU)."""
+
+    first: str
+    second: str
+    regions: int
+    threshold: float
+    difference: Interval
+
+    @property
+    def verdict(self) -> str:
+        """Which model is better, or that the interval cannot tell them apart."""
+        if self.difference.low > 0:
+            return f"{self.first} is better"
+        if self.difference.high < 0:
+            return f"{self.second} is better"
+        return "no clear difference"
+
+    def summary_line(self) -> str:
+        d = self.difference
+        return (f"{self.first} minus {self.second}: mean IoU-accuracy@{self.threshold:g} "
+                f"{d.estimate:+.3f} (paired {d.level:.0%} CI {d.low:+.3f} to {d.high:+.3f}) "
+                f"over {self.regions} regions: {self.verdict}")
+
+
+def compare_evaluations(first: Path, second: Path, threshold: float = 0.3) -> Comparison:
+    """Compare two ``evaluate`` output folders region by region (paired bootstrap).
+
+    Both must have scored the same ground-truth regions (same images, same boxes): the
+    ``per_image.csv`` rows are matched on image and finding, in order. The interval is
+    :func:`~CXRWeakLocLib.metrics.paired_iou_accuracy_difference` of their pixel IoUs.
+    """
+    (name_a, rows_a), (name_b, rows_b) = _evaluation_rows(first), _evaluation_rows(second)
+    keys_a, keys_b = _region_keys(rows_a), _region_keys(rows_b)
+    if keys_a != keys_b:
+        raise CXRWeakLocError(
+            f"{first} and {second} did not score the same regions ({len(keys_a)} vs "
+            f"{len(keys_b)}, {len(set(keys_a) ^ set(keys_b))} not in both): evaluate both "
+            "models on the same dataset and images list")
+    by_key_b = dict(zip(keys_b, rows_b, strict=True))
+    pairs = [(row["finding"], float(row["iou_pixel"]), float(by_key_b[key]["iou_pixel"]))
+             for key, row in zip(keys_a, rows_a, strict=True)]
+    if not pairs:
+        raise CXRWeakLocError(f"{first}: no scored regions to compare")
+    return Comparison(name_a, name_b, len(pairs), threshold,
+                      paired_iou_accuracy_difference(pairs, threshold))
+
+
+def _evaluation_rows(folder: Path) -> tuple[str, list[dict]]:
+    """The model name and ``per_image.csv`` rows of an ``evaluate`` output folder."""
+    table, summary = Path(folder) / "per_image.csv", Path(folder) / "metrics.json"
+    if not table.is_file() or not summary.is_file():
+        raise CXRWeakLocError(f"{folder}: not an evaluate output folder (no per_image.csv "
+                              "and metrics.json)")
+    try:
+        name = json.loads(summary.read_text())["model"]
+        with table.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        for row in rows:
+            float(row["iou_pixel"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise CXRWeakLocError(f"{folder}: unreadable evaluation ({error})") from None
+    return name, rows
+
+
+def _region_keys(rows: list[dict]) -> list[tuple[str, str, int]]:
+    """``(image, finding, k)``: the k-th region of that finding on that image."""
+    seen: dict[tuple[str, str], int] = {}
+    keys = []
+    for row in rows:
+        pair = (row["image"], row["finding"])
+        seen[pair] = seen.get(pair, 0) + 1
+        keys.append((*pair, seen[pair]))
+    return keys

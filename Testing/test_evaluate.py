@@ -14,7 +14,12 @@ from conftest import shared_path
 from CXRWeakLocLib.checkpoint import load_model
 from CXRWeakLocLib.data.synthetic import read_synthetic, write_synthetic_dataset
 from CXRWeakLocLib.errors import CXRWeakLocError
-from CXRWeakLocLib.evaluate import best_sweep_rule, evaluate_model, parse_mask_rule
+from CXRWeakLocLib.evaluate import (
+    best_sweep_rule,
+    compare_evaluations,
+    evaluate_model,
+    parse_mask_rule,
+)
 from CXRWeakLocLib.findings import CHESTXRAY14
 from CXRWeakLocLib.localize import Localizer
 from CXRWeakLocLib.masks import MaskRule
@@ -53,6 +58,15 @@ def test_report_files(report, synthetic_set):
     assert interval["estimate"] == pytest.approx(mean_at_03)
     assert interval["low"] <= interval["estimate"] <= interval["high"]
     assert result.headline()["iou_accuracy_0.3_ci95"] == [interval["low"], interval["high"]]
+    # every synthetic region has a box: the model is compared with the floor region by region
+    above = data["iou_accuracy_0.3_minus_floor"]
+    floor_at_03 = data["no_model_floor"]["mean"]["accuracy_pixel"]["0.3"]
+    assert above["estimate"] == pytest.approx(mean_at_03 - floor_at_03)
+    assert above["low"] <= above["estimate"] <= above["high"]
+    floor_hits = {}
+    for row in rows:
+        floor_hits.setdefault(row["finding"], []).append(float(row["floor_iou_pixel"]) >= 0.3)
+    assert np.mean([np.mean(v) for v in floor_hits.values()]) == pytest.approx(floor_at_03)
 
 
 def test_evaluate_scores_the_masks_localize_exports(report, synthetic_set, tiny_model):
@@ -99,16 +113,15 @@ def test_chosen_rule_report_equals_a_run_under_that_rule(report, synthetic_set, 
     assert chosen.rows == given.rows and chosen.interval == given.interval
 
 
-def test_floor_is_the_mean_box():
-    from CXRWeakLocLib.data.records import Annotation
-    from CXRWeakLocLib.evaluate import _floor_report
+def test_floor_is_the_mean_box_scored_region_by_region():
+    from CXRWeakLocLib.evaluate import _floor_scores
 
-    truth = np.zeros((50, 50), bool)
-    truth[10:20, 10:20] = True
-    inputs = [("Mass", (10.0, 10.0, 10.0, 10.0), truth)] * 2
-    report = _floor_report(inputs)
-    assert report.findings["Mass"].accuracy_pixel[0.7] == 1.0
-    assert Annotation("Mass", box=(1, 1, 2, 2)).finding == "Mass"
+    left, right = np.zeros((50, 50), bool), np.zeros((50, 50), bool)
+    left[10:20, 10:20], right[10:20, 14:24] = True, True
+    inputs = [("Mass", (10.0, 10.0, 10.0, 10.0), left), ("Mass", (14.0, 10.0, 10.0, 10.0), right)]
+    scores = _floor_scores(inputs)
+    # both regions get the mean box x 12-22: 8 of 10 columns shared with each
+    assert [score.iou_pixel for _, score in scores] == pytest.approx([80 / 120, 80 / 120])
 
 
 def test_parse_mask_rule():
@@ -130,6 +143,33 @@ def test_cli_evaluate_and_bad_root(synthetic_set, tiny_model, tmp_path):
     bad = subprocess.run([*run, "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "f")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
+
+
+def test_compare_two_evaluations_region_by_region(report, synthetic_set, tiny_model, tmp_path):
+    _, first = report
+    second = tmp_path / "otsu"
+    evaluate_model("synthetic", synthetic_set, str(tiny_model), second, device="cpu",
+                   mask_rule="otsu", progress=False)
+    comparison = compare_evaluations(first, second)
+    at_03 = [json.loads((f / "metrics.json").read_text())["localization"]["mean"]
+             ["accuracy_pixel"]["0.3"] for f in (first, second)]
+    assert comparison.difference.estimate == pytest.approx(at_03[0] - at_03[1])
+    assert comparison.regions == len(list(csv.DictReader((first / "per_image.csv").open())))
+    itself = compare_evaluations(first, first)
+    assert itself.difference.estimate == 0 and itself.verdict == "no clear difference"
+
+    cli = [sys.executable, "-m", "CXRWeakLocLib", "compare"]
+    done = subprocess.run([*cli, str(first), str(second)], capture_output=True, text=True)
+    assert done.returncode == 0 and comparison.summary_line() in done.stdout, done.stderr
+    fewer = tmp_path / "fewer"  # one region short: not the same ground truth
+    fewer.mkdir()
+    (fewer / "metrics.json").write_text((second / "metrics.json").read_text())
+    lines = (second / "per_image.csv").read_text().splitlines()
+    (fewer / "per_image.csv").write_text("\n".join(lines[:-1]) + "\n")
+    for bad in ([str(first), str(fewer)], [str(first), str(tmp_path / "nowhere")]):
+        refused = subprocess.run([*cli, *bad], capture_output=True, text=True)
+        assert refused.returncode != 0 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "Traceback" not in refused.stderr
 
 
 def test_chestxray14_dev_boxes_are_read(nih_mini):
@@ -158,6 +198,8 @@ def test_cli_evaluates_chexlocalize_masks(tiny_model, tmp_path):
         rows = list(csv.DictReader(handle))
     assert [(r["image"], r["finding"]) for r in rows] == [
         ("patient64541_study1_view1_frontal", "Cardiomegaly")]
+    # a mask is not a box: no floor to compare with, so no paired difference either
+    assert data["iou_accuracy_0.3_minus_floor"] is None and "floor_iou_pixel" not in rows[0]
 
 
 def test_chexpert_without_chexlocalize_gives_labels_only(tmp_path, caplog):

@@ -335,3 +335,17 @@ def test_interval_is_the_macro_mean_and_narrows_with_more_boxes():
 def test_interval_refuses_no_scores():
     with pytest.raises(ValueError, match="no scores"):
         mean_iou_accuracy_interval([])
+
+
+def test_paired_difference_on_hand_built_regions():
+    from CXRWeakLocLib.metrics import paired_iou_accuracy_difference
+
+    # finding A: model hits 2 of 3 boxes, baseline 1 of 3; finding B: both hit 1 of 2
+    pairs = [("A", 0.5, 0.5), ("A", 0.4, 0.1), ("A", 0.0, 0.0), ("B", 0.9, 0.8), ("B", 0.0, 0.0)]
+    interval = paired_iou_accuracy_difference(pairs)
+    assert interval.estimate == pytest.approx((1 / 3 + 0) / 2)
+    assert interval.low <= interval.estimate <= interval.high
+    same = paired_iou_accuracy_difference([(f, a, a) for f, a, _ in pairs])
+    assert (same.estimate, same.low, same.high) == (0, 0, 0)  # identical models never differ
+    better = paired_iou_accuracy_difference([("A", 0.5, 0.1)] * 20 + [("A", 0.1, 0.1)] * 20)
+    assert better.low > 0 and better.estimate == pytest.approx(0.5)
