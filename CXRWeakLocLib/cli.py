@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("first", type=Path, help="evaluate --out folder of model A")
     cmp.add_argument("second", type=Path, help="evaluate --out folder of model B")
     cmp.add_argument("--threshold", type=float, default=0.3, help="T(IoU) (default 0.3)")
+    cmp.add_argument("--mode", choices=["pixel", "box"], default="pixel",
+                     help="score masks (pixel) or their components' boxes (box)")
 
     tr = commands.add_parser("train", help="train a model from a TOML run config")
     tr.add_argument("--config", required=True, type=Path)
@@ -173,7 +175,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     if not 0 < args.threshold <= 1:
         raise CXRWeakLocError("--threshold must be in (0, 1]")
-    print(compare_evaluations(args.first, args.second, args.threshold).summary_line())
+    print(compare_evaluations(args.first, args.second, args.threshold, args.mode).summary_line())
     return 0
 
 

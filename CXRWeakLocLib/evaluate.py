@@ -44,6 +44,9 @@ __all__ = ["EvaluationReport", "Comparison", "compare_evaluations", "evaluate_mo
 
 logger = logging.getLogger(__name__)
 
+#: The two ways a map is scored against a box (METHODS.md): the binary mask itself, or
+#: the box of its best-matching connected component (the papers' T(IoU) protocol).
+MODES = ("pixel", "box")
 #: Mask rules scored by ``--sweep-mask-rules`` (to choose a model's rule on a dev set).
 SWEEP_RULES: tuple[MaskRule, ...] = (
     *(MaskRule("fraction_of_max", v) for v in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)),
@@ -75,10 +78,10 @@ class EvaluationReport:
     localization: LocalizationReport | None
     classification: ClassificationReport
     floor: LocalizationReport | None = None
-    #: 95% bootstrap interval of the mean pixel IoU-accuracy at T(IoU) = 0.3
-    interval: Interval | None = None
-    #: model minus floor IoU-accuracy at 0.3 on the same regions, paired bootstrap 95% CI
-    above_floor: Interval | None = None
+    #: per mode ("pixel", "box"): 95% bootstrap interval of the mean IoU-accuracy at 0.3
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    #: per mode: model minus floor IoU-accuracy at 0.3 on the same regions (paired 95% CI)
+    above_floor: dict[str, Interval] = field(default_factory=dict)
     sweep: list[dict] = field(default_factory=list)
     #: the mask rule was chosen on this set (the best of ``sweep``), not given
     rule_chosen_here: bool = False
@@ -99,9 +102,8 @@ class EvaluationReport:
             "mask_rule_chosen_on_this_set": self.rule_chosen_here,
             "localization": self.localization.to_dict() if self.localization else None,
             "no_model_floor": self.floor.to_dict() if self.floor else None,
-            "iou_accuracy_0.3_interval": asdict(self.interval) if self.interval else None,
-            "iou_accuracy_0.3_minus_floor": (asdict(self.above_floor) if self.above_floor
-                                             else None),
+            "iou_accuracy_0.3_interval": {m: asdict(i) for m, i in self.intervals.items()},
+            "iou_accuracy_0.3_minus_floor": {m: asdict(i) for m, i in self.above_floor.items()},
             "classification": self.classification.to_dict(),
             "mask_rule_sweep": self.sweep,
         }
@@ -114,15 +116,22 @@ class EvaluationReport:
             mean = self.localization.mean
             for t in (0.1, 0.3, 0.5, 0.7):
                 values[f"iou_accuracy_{t:g}"] = mean.accuracy_pixel.get(t)
-            values.update(mtiou=mean.mtiou_pixel, box_iou_accuracy_0_3=mean.accuracy_box.get(0.3),
+                values[f"box_iou_accuracy_{t:g}"] = mean.accuracy_box.get(t)
+            if self.floor:  # the floor is box-shaped: the same in box mode for box truth
+                for t in (0.1, 0.3, 0.5, 0.7):
+                    values[f"no_model_floor_iou_accuracy_{t:g}"] = (
+                        self.floor.mean.accuracy_pixel.get(t))
+            values.update(mtiou=mean.mtiou_pixel, box_mtiou=mean.mtiou_box,
                           pointing=mean.pointing, poi_precision=mean.poi_precision,
                           poi_coverage=mean.poi_coverage)
-        if self.interval:
-            values["iou_accuracy_0.3_ci95"] = [self.interval.low, self.interval.high]
-        if self.above_floor:
-            values["iou_accuracy_0.3_minus_floor"] = self.above_floor.estimate
-            values["iou_accuracy_0.3_minus_floor_ci95"] = [self.above_floor.low,
-                                                           self.above_floor.high]
+        for mode, prefix in (("pixel", ""), ("box", "box_")):
+            if mode in self.intervals:
+                interval = self.intervals[mode]
+                values[f"{prefix}iou_accuracy_0.3_ci95"] = [interval.low, interval.high]
+            if mode in self.above_floor:
+                above = self.above_floor[mode]
+                values[f"{prefix}iou_accuracy_0.3_minus_floor"] = above.estimate
+                values[f"{prefix}iou_accuracy_0.3_minus_floor_ci95"] = [above.low, above.high]
         return {k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else v)
                 for k, v in values.items()}
 
@@ -151,14 +160,14 @@ class EvaluationReport:
                       f"pointing game {mean.pointing:.3f}; IoR/PoI-precision "
                       f"{mean.poi_precision:.3f}; PoI-coverage {mean.poi_coverage:.3f}; "
                       f"NCC {mean.ncc:.3f}", ""]
-        if self.interval:
-            lines += [f"Mean IoU-accuracy at T(IoU)=0.3: {self.interval.estimate:.3f}, "
-                      f"{self.interval.level:.0%} bootstrap interval {self.interval.low:.3f}-"
-                      f"{self.interval.high:.3f} (regions resampled within each finding).", ""]
-        if self.above_floor:
-            lines += [f"Above the no-model floor at T(IoU)=0.3: {self.above_floor.estimate:+.3f}, "
-                      f"paired bootstrap interval {self.above_floor.low:+.3f} to "
-                      f"{self.above_floor.high:+.3f} (the same regions drawn for both).", ""]
+        for mode, interval in self.intervals.items():
+            lines += [f"Mean IoU-accuracy at T(IoU)=0.3, {mode} mode: {interval.estimate:.3f}, "
+                      f"{interval.level:.0%} bootstrap interval {interval.low:.3f}-"
+                      f"{interval.high:.3f} (regions resampled within each finding).", ""]
+        for mode, above in self.above_floor.items():
+            lines += [f"Above the no-model floor at T(IoU)=0.3, {mode} mode: "
+                      f"{above.estimate:+.3f}, paired bootstrap interval {above.low:+.3f} "
+                      f"to {above.high:+.3f} (the same regions drawn for both).", ""]
         if self.floor:
             lines += ["## No-model floor (each finding's mean box, for every image)", "",
                       self.floor.to_markdown("pixel"), ""]
@@ -267,17 +276,18 @@ def evaluate_model(
         classification=ClassificationReport.from_arrays(
             findings, np.asarray(probabilities), np.asarray(labels)),
         floor=LocalizationReport.from_scores(floor_scores) if floor_scores else None,
-        interval=mean_iou_accuracy_interval(
-            (finding, score.iou_pixel) for finding, score in main) if main else None,
-        above_floor=paired_iou_accuracy_difference(
-            (finding, score.iou_pixel, floor.iou_pixel)
-            for (finding, score), (_, floor) in zip(main, floor_scores, strict=True)
-        ) if paired_floor else None,
+        intervals={mode: mean_iou_accuracy_interval(
+            (finding, getattr(score, f"iou_{mode}")) for finding, score in main)
+            for mode in MODES} if main else {},
+        above_floor={mode: paired_iou_accuracy_difference(
+            (finding, getattr(score, f"iou_{mode}"), getattr(floor, f"iou_{mode}"))
+            for (finding, score), (_, floor) in zip(main, floor_scores, strict=True))
+            for mode in MODES} if paired_floor else {},
         sweep=swept,
         rule_chosen_here=choose_rule,
         rows=[{**region, **_score_columns(score),
-               **({"floor_iou_pixel": round(floor_scores[i][1].iou_pixel, 5)}
-                  if paired_floor else {})}
+               **({f"floor_iou_{mode}": round(getattr(floor_scores[i][1], f"iou_{mode}"), 5)
+                   for mode in MODES} if paired_floor else {})}
               for i, (region, (_, score)) in enumerate(zip(regions, main, strict=True))],
     )
     write_report(report, Path(out_dir))
@@ -377,6 +387,7 @@ class Comparison:
     second: str
     regions: int
     threshold: float
+    mode: str
     difference: Interval
 
     @property
@@ -390,18 +401,24 @@ class Comparison:
 
     def summary_line(self) -> str:
         d = self.difference
-        return (f"{self.first} minus {self.second}: mean IoU-accuracy@{self.threshold:g} "
+        return (f"{self.first} minus {self.second}: mean {self.mode} IoU-accuracy@"
+                f"{self.threshold:g} "
                 f"{d.estimate:+.3f} (paired {d.level:.0%} CI {d.low:+.3f} to {d.high:+.3f}) "
                 f"over {self.regions} regions: {self.verdict}")
 
 
-def compare_evaluations(first: Path, second: Path, threshold: float = 0.3) -> Comparison:
+def compare_evaluations(first: Path, second: Path, threshold: float = 0.3,
+                        mode: str = "pixel") -> Comparison:
     """Compare two ``evaluate`` output folders region by region (paired bootstrap).
 
     Both must have scored the same ground-truth regions (same images, same boxes): the
     ``per_image.csv`` rows are matched on image and finding, in order. The interval is
-    :func:`~CXRWeakLocLib.metrics.paired_iou_accuracy_difference` of their pixel IoUs.
+    :func:`~CXRWeakLocLib.metrics.paired_iou_accuracy_difference` of their IoUs in
+    ``mode`` (``pixel`` or ``box``, see :data:`MODES`).
     """
+    if mode not in MODES:
+        raise CXRWeakLocError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
+    column = f"iou_{mode}"
     (name_a, rows_a), (name_b, rows_b) = _evaluation_rows(first), _evaluation_rows(second)
     keys_a, keys_b = _region_keys(rows_a), _region_keys(rows_b)
     if keys_a != keys_b:
@@ -410,11 +427,11 @@ def compare_evaluations(first: Path, second: Path, threshold: float = 0.3) -> Co
             f"{len(keys_b)}, {len(set(keys_a) ^ set(keys_b))} not in both): evaluate both "
             "models on the same dataset and images list")
     by_key_b = dict(zip(keys_b, rows_b, strict=True))
-    pairs = [(row["finding"], float(row["iou_pixel"]), float(by_key_b[key]["iou_pixel"]))
+    pairs = [(row["finding"], float(row[column]), float(by_key_b[key][column]))
              for key, row in zip(keys_a, rows_a, strict=True)]
     if not pairs:
         raise CXRWeakLocError(f"{first}: no scored regions to compare")
-    return Comparison(name_a, name_b, len(pairs), threshold,
+    return Comparison(name_a, name_b, len(pairs), threshold, mode,
                       paired_iou_accuracy_difference(pairs, threshold))
 
 
@@ -429,7 +446,7 @@ def _evaluation_rows(folder: Path) -> tuple[str, list[dict]]:
         with table.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
         for row in rows:
-            float(row["iou_pixel"])
+            float(row["iou_pixel"]), float(row["iou_box"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise CXRWeakLocError(f"{folder}: unreadable evaluation ({error})") from None
     return name, rows

@@ -53,20 +53,23 @@ def test_report_files(report, synthetic_set):
     assert "T(IoU)=0.3" in (out / "metrics.md").read_text()
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) == regions
-    interval = data["iou_accuracy_0.3_interval"]
-    mean_at_03 = data["localization"]["mean"]["accuracy_pixel"]["0.3"]
-    assert interval["estimate"] == pytest.approx(mean_at_03)
-    assert interval["low"] <= interval["estimate"] <= interval["high"]
-    assert result.headline()["iou_accuracy_0.3_ci95"] == [interval["low"], interval["high"]]
-    # every synthetic region has a box: the model is compared with the floor region by region
-    above = data["iou_accuracy_0.3_minus_floor"]
-    floor_at_03 = data["no_model_floor"]["mean"]["accuracy_pixel"]["0.3"]
-    assert above["estimate"] == pytest.approx(mean_at_03 - floor_at_03)
-    assert above["low"] <= above["estimate"] <= above["high"]
-    floor_hits = {}
-    for row in rows:
-        floor_hits.setdefault(row["finding"], []).append(float(row["floor_iou_pixel"]) >= 0.3)
-    assert np.mean([np.mean(v) for v in floor_hits.values()]) == pytest.approx(floor_at_03)
+    for mode, prefix in (("pixel", ""), ("box", "box_")):
+        floor_at_03 = data["no_model_floor"]["mean"][f"accuracy_{mode}"]["0.3"]
+        interval = data["iou_accuracy_0.3_interval"][mode]
+        mean_at_03 = data["localization"]["mean"][f"accuracy_{mode}"]["0.3"]
+        assert interval["estimate"] == pytest.approx(mean_at_03)
+        assert interval["low"] <= interval["estimate"] <= interval["high"]
+        assert result.headline()[f"{prefix}iou_accuracy_0.3_ci95"] == [interval["low"],
+                                                                        interval["high"]]
+        # every synthetic region has a box: the model is compared with the floor region by
+        # region
+        above = data["iou_accuracy_0.3_minus_floor"][mode]
+        assert above["estimate"] == pytest.approx(mean_at_03 - floor_at_03)
+        assert above["low"] <= above["estimate"] <= above["high"]
+        floor_hits = {}
+        for row in rows:
+            floor_hits.setdefault(row["finding"], []).append(float(row[f"floor_iou_{mode}"]) >= 0.3)
+        assert np.mean([np.mean(v) for v in floor_hits.values()]) == pytest.approx(floor_at_03)
 
 
 def test_evaluate_scores_the_masks_localize_exports(report, synthetic_set, tiny_model):
@@ -110,7 +113,7 @@ def test_chosen_rule_report_equals_a_run_under_that_rule(report, synthetic_set, 
     given = evaluate_model("synthetic", synthetic_set, str(tiny_model), tmp_path / "given",
                            device="cpu", mask_rule=best, progress=False)
     assert chosen.localization.to_dict() == given.localization.to_dict()
-    assert chosen.rows == given.rows and chosen.interval == given.interval
+    assert chosen.rows == given.rows and chosen.intervals == given.intervals
 
 
 def test_floor_is_the_mean_box_scored_region_by_region():
@@ -155,6 +158,10 @@ def test_compare_two_evaluations_region_by_region(report, synthetic_set, tiny_mo
              ["accuracy_pixel"]["0.3"] for f in (first, second)]
     assert comparison.difference.estimate == pytest.approx(at_03[0] - at_03[1])
     assert comparison.regions == len(list(csv.DictReader((first / "per_image.csv").open())))
+    box = compare_evaluations(first, second, mode="box")
+    box_at_03 = [json.loads((f / "metrics.json").read_text())["localization"]["mean"]
+                 ["accuracy_box"]["0.3"] for f in (first, second)]
+    assert box.difference.estimate == pytest.approx(box_at_03[0] - box_at_03[1])
     itself = compare_evaluations(first, first)
     assert itself.difference.estimate == 0 and itself.verdict == "no clear difference"
 
@@ -199,7 +206,7 @@ def test_cli_evaluates_chexlocalize_masks(tiny_model, tmp_path):
     assert [(r["image"], r["finding"]) for r in rows] == [
         ("patient64541_study1_view1_frontal", "Cardiomegaly")]
     # a mask is not a box: no floor to compare with, so no paired difference either
-    assert data["iou_accuracy_0.3_minus_floor"] is None and "floor_iou_pixel" not in rows[0]
+    assert data["iou_accuracy_0.3_minus_floor"] == {} and "floor_iou_pixel" not in rows[0]
 
 
 def test_chexpert_without_chexlocalize_gives_labels_only(tmp_path, caplog):

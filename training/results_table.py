@@ -51,36 +51,87 @@ def trained_on(training: dict) -> str:
     return " -> ".join(labels)
 
 
+def _difference_cell(value, interval) -> str:
+    """``+0.045 (+0.016 to +0.073)``: a paired difference and its 95% interval."""
+    if value is None or not interval:
+        return "-"
+    return f"{value:+.3f} ({interval[0]:+.3f} to {interval[1]:+.3f})"
+
+
+def _mode_cells(dev: dict, prefix: str) -> list[str]:
+    """T=0.1, T=0.3 (CI), minus floor (paired CI), T=0.5, T=0.7, mTIoU in one mode."""
+    key = f"{prefix}iou_accuracy"
+    return [_cell(dev.get(f"{key}_0.1")),
+            _cell_with_interval(dev.get(f"{key}_0.3"), dev.get(f"{key}_0.3_ci95")),
+            _difference_cell(dev.get(f"{key}_0.3_minus_floor"),
+                             dev.get(f"{key}_0.3_minus_floor_ci95")),
+            _cell(dev.get(f"{key}_0.5")), _cell(dev.get(f"{key}_0.7")),
+            _cell(dev.get(f"{prefix}mtiou"))]
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def table() -> list[str]:
-    """The table's markdown lines."""
-    lines = ["| Model | Trained on | T=0.1 | T=0.3 (95% CI) | T=0.5 | T=0.7 | box mode T=0.3 | "
-             "mTIoU | pointing | PoI precision | PoI coverage | mean ROC-AUC |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    floor = None
+    """The two tables' markdown lines: box mode (the papers' protocol), then pixel mode."""
+    mode_header = ["T=0.1", "T=0.3 (95% CI)", "minus floor at 0.3 (paired 95% CI)", "T=0.5",
+                   "T=0.7", "mTIoU"]
+    box = ["**Box mode** (the predicted mask's best-matching component box vs the expert box: "
+           "the papers' T(IoU) protocol)", "",
+           _row(["Model (mask rule)", "Trained on", *mode_header]),
+           _row(["---", "---"] + ["---:"] * len(mode_header))]
+    extra_header = ["pointing", "PoI precision", "PoI coverage", "mean ROC-AUC"]
+    pixel = ["**Pixel mode** (the predicted mask itself vs the box), and the other measures", "",
+             _row(["Model", *mode_header, *extra_header]),
+             _row(["---"] + ["---:"] * (len(mode_header) + len(extra_header)))]
+    floor: dict = {}
     for folder in shipped_models():
         card = read_card(folder)
         dev = card.metrics.get("dev_bbox")
         if not dev:
             continue
-        floor = dev.get("no_model_floor_iou_accuracy_0.3", floor)
+        if dev.get("no_model_floor_iou_accuracy_0.3") is not None:  # the same dev boxes
+            floor = {t: dev.get(f"no_model_floor_iou_accuracy_{t}") for t in ("0.1", "0.3",
+                                                                              "0.5", "0.7")}
         rule = dev.get("mask_rule")
         if isinstance(rule, dict):  # a card may keep the rule as its dict
             rule = str(MaskRule(**rule))
-        at_03 = _cell_with_interval(dev.get('iou_accuracy_0.3'), dev.get('iou_accuracy_0.3_ci95'))
-        lines.append(f"| `{card.name}` ({rule}) | {trained_on(card.training)} | "
-              f"{_cell(dev.get('iou_accuracy_0.1'))} | {at_03} | "
-              f"{_cell(dev.get('iou_accuracy_0.5'))} | {_cell(dev.get('iou_accuracy_0.7'))} | "
-              f"{_cell(dev.get('box_iou_accuracy_0_3'))} | "
-              f"{_cell(dev.get('mtiou'))} | {_cell(dev.get('pointing'))} | "
-              f"{_cell(dev.get('poi_precision'))} | {_cell(dev.get('poi_coverage'))} | "
-              f"{_cell(dev.get('mean_roc_auc'))} |")
-    if floor is not None:
-        lines.append(f"| no-model floor (mean dev box per finding) | - | - | {floor:.3f} "
-                     f"| - | - | {floor:.3f} | - | - | - | - | - |")
+        box.append(_row([f"`{card.name}` ({rule})", trained_on(card.training),
+                         *_mode_cells(dev, "box_")]))
+        pixel.append(_row([f"`{card.name}`", *_mode_cells(dev, ""),
+                           *(_cell(dev.get(k)) for k in ("pointing", "poi_precision",
+                                                          "poi_coverage", "mean_roc_auc"))]))
+    if floor:
+        floor_cells = [_cell(floor["0.1"]), _cell(floor["0.3"]), "0", _cell(floor["0.5"]),
+                       _cell(floor["0.7"]), "-"]
+        box.append(_row(["no-model floor (mean dev box per finding)", "-", *floor_cells]))
+        pixel.append(_row(["no-model floor", *floor_cells, "-", "-", "-", "-"]))
     for name, data, (t3, t5, t7) in PUBLISHED:
-        lines.append(f"| {name} | {data} | - | {t3:.2f} | {t5:.2f} | {t7:.2f} | - | - | - | - "
-                     "| - | - |")
-    return lines
+        box.append(_row([name, data, "-", f"{t3:.2f}", "-", f"{t5:.2f}", f"{t7:.2f}", "-"]))
+    return [*box, "", *pixel, *_comparison_table()]
+
+
+def _comparison_table() -> list[str]:
+    """Model minus baseline on the same boxes (``ship_model.py --against``), if recorded."""
+    pattern = re.compile(r"^iou_accuracy_0\.3_minus_(?!floor)(\w+)$")
+    lines = []
+    for folder in shipped_models():
+        card = read_card(folder)
+        dev = card.metrics.get("dev_bbox") or {}
+        for key in sorted(dev):
+            match = None if key.endswith("_ci95") else pattern.match(key)
+            if match:
+                lines.append(_row([f"`{card.name}` minus `{match.group(1)}`",
+                                   _difference_cell(dev[key], dev.get(f"{key}_ci95")),
+                                   _difference_cell(dev.get(f"box_{key}"),
+                                                    dev.get(f"box_{key}_ci95"))]))
+    if not lines:
+        return []
+    return ["", "**Against each other** (IoU-accuracy at 0.3, the same dev boxes drawn for both: "
+            "an interval above 0 means the first model is better)", "",
+            _row(["Comparison", "pixel mode (paired 95% CI)", "box mode (paired 95% CI)"]),
+            _row(["---", "---:", "---:"]), *lines]
 
 
 def main() -> None:

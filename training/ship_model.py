@@ -4,6 +4,8 @@ Usage (repository root, after ``cxrweakloc train --config training/configs/cam_n
 
     python training/ship_model.py runs/cam/model --name cam
     python training/ship_model.py runs/cam/model --name gradcam --as-gradcam
+    python training/ship_model.py --remeasure cam dm   # refresh shipped cards' figures
+    python training/ship_model.py --against cam dm ham # paired comparison with cam, per card
 
 Steps, all through the engine:
 
@@ -18,6 +20,12 @@ Steps, all through the engine:
    ``metrics["dev_bbox"]``;
 4. the packaging file lists (Slicer CMake, wheel data files) are rewritten
    (``training/sync_lists.py``). Then ``python training/results_table.py --write README.md``.
+
+``--remeasure`` re-runs step 3 for shipped models under the rule their cards already
+hold (nothing is chosen again): for when ``evaluate`` gains a figure. ``--against BASE``
+records in each named card how it compares with ``BASE`` on the same dev boxes
+(:func:`~CXRWeakLocLib.evaluate.compare_evaluations`, paired bootstrap, both modes), from
+the ``results/eval/<name>`` folders those steps wrote.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from CXRWeakLocLib.checkpoint import (
     save_model,
     update_card,
 )
-from CXRWeakLocLib.evaluate import evaluate_model
+from CXRWeakLocLib.evaluate import MODES, compare_evaluations, evaluate_model
 from CXRWeakLocLib.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,13 +92,62 @@ def calibrate_and_measure(folder: Path, name: str, data: Path = NIH_MINI) -> dic
     return metrics["dev_bbox"]
 
 
+#: ``dev_bbox`` keys earlier versions of ``headline()`` wrote under another name.
+RENAMED_KEYS = ("box_iou_accuracy_0_3",)
+
+
+def remeasure(name: str, data: Path = NIH_MINI) -> dict:
+    """Re-evaluate a shipped model on the dev boxes under its card's rule; refresh its card."""
+    folder = SHIPPED_MODELS_DIR / name
+    dev_bbox = dict(read_card(folder).metrics.get("dev_bbox") or {})
+    if not dev_bbox:
+        raise SystemExit(f"{name}: no dev_bbox figures to refresh (ship it first)")
+    report = evaluate_model("chestxray14", data, str(folder), REPO / "results" / "eval" / name,
+                            images_list=data / "dev_bbox_list.txt", device="cpu", sweep=True)
+    for key in RENAMED_KEYS:
+        dev_bbox.pop(key, None)
+    metrics = {**read_card(folder).metrics, "dev_bbox": {**dev_bbox, **report.headline()}}
+    update_card(folder, metrics=metrics)
+    print(report.summary_line())
+    return metrics["dev_bbox"]
+
+
+def record_comparison(name: str, baseline: str) -> dict:
+    """Store ``name`` minus ``baseline`` IoU-accuracy at 0.3 (paired CI) in ``name``'s card."""
+    results = REPO / "results" / "eval"
+    folder = SHIPPED_MODELS_DIR / name
+    dev_bbox = dict(read_card(folder).metrics.get("dev_bbox") or {})
+    for mode, prefix in zip(MODES, ("", "box_"), strict=True):
+        comparison = compare_evaluations(results / name, results / baseline, mode=mode)
+        d = comparison.difference
+        dev_bbox[f"{prefix}iou_accuracy_0.3_minus_{baseline}"] = d.estimate
+        dev_bbox[f"{prefix}iou_accuracy_0.3_minus_{baseline}_ci95"] = [d.low, d.high]
+        print(comparison.summary_line())
+    update_card(folder, metrics={**read_card(folder).metrics, "dev_bbox": dev_bbox})
+    return dev_bbox
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="trained model folder (e.g. runs/cam/model)")
-    parser.add_argument("--name", required=True)
+    parser.add_argument("source", type=Path, nargs="?",
+                        help="trained model folder (e.g. runs/cam/model)")
+    parser.add_argument("--name")
     parser.add_argument("--as-gradcam", action="store_true")
+    parser.add_argument("--remeasure", nargs="+", metavar="NAME",
+                        help="shipped models to re-evaluate under their cards' rules")
+    parser.add_argument("--against", nargs="+", metavar=("BASE", "NAME"),
+                        help="record each NAME's paired comparison with BASE in its card")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.remeasure or args.against:
+        for name in args.remeasure or []:
+            remeasure(name)
+        baseline, *names = args.against or [None]
+        for name in names:
+            record_comparison(name, baseline)
+        return
+    if args.source is None or not args.name:
+        parser.error("give a trained model folder and --name (or --remeasure NAME ...)")
     folder = install(args.source, args.name, args.as_gradcam)
     calibrate_and_measure(folder, args.name)
     sync_lists()
