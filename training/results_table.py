@@ -14,6 +14,7 @@ from pathlib import Path
 from CXRWeakLocLib.checkpoint import read_card, shipped_models
 from CXRWeakLocLib.masks import MaskRule
 
+DM_RESULTS = Path(__file__).resolve().parent / "dm" / "RESULTS.md"
 #: Published IoU-accuracy at T(IoU) 0.3 / 0.5 / 0.7 on ChestX-ray14 (METHODS.md).
 PUBLISHED = [
     ("ResNet-50 CAM (disease-mask paper, Table 1)", "~86,000 images, 984 boxes",
@@ -134,17 +135,34 @@ def _comparison_table() -> list[str]:
             _row(["---", "---:", "---:"]), *lines]
 
 
+def dm_ablation_table() -> list[str]:
+    """The box-mode table of ``training/dm/RESULTS.md`` (written by ``dm/recipe.py ablation``)."""
+    if not DM_RESULTS.is_file():
+        return []
+    section = DM_RESULTS.read_text().split("## Box mode", 1)
+    if len(section) < 2:
+        return []
+    body = section[1].split("\n## ", 1)[0].splitlines()[1:]  # drop the heading's remainder
+    return [line for line in body if line.startswith("|")]
+
+
+def _replace_block(text: str, marker: str, lines: list[str]) -> str:
+    """``text`` with the lines between ``<!-- marker -->`` and ``<!-- /marker -->`` replaced."""
+    pattern = re.compile(rf"(<!-- {marker} -->\n).*?(<!-- /{marker} -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"no <!-- {marker} --> block to replace")
+    return pattern.sub(lambda m: m.group(1) + "\n".join(lines) + "\n" + m.group(2), text)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="README results table from model cards")
-    parser.add_argument("--write", type=Path, help="replace the table between the markers")
+    parser = argparse.ArgumentParser(description="README results tables from model cards")
+    parser.add_argument("--write", type=Path, help="replace the tables between the markers")
     args = parser.parse_args()
-    text = "\n".join(table())
     if args.write is None:
-        print(text)
+        print("\n".join([*table(), "", *dm_ablation_table()]))
         return
-    readme = args.write.read_text()
-    pattern = re.compile(r"(<!-- results-table -->\n).*?(<!-- /results-table -->)", re.S)
-    args.write.write_text(pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), readme))
+    readme = _replace_block(args.write.read_text(), "results-table", table())
+    args.write.write_text(_replace_block(readme, "dm-ablation", dm_ablation_table()))
 
 
 if __name__ == "__main__":
