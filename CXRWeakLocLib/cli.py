@@ -204,7 +204,8 @@ def _metric_lines(metrics: dict) -> list[str]:
         if not isinstance(values, dict):
             continue
         parts = []
-        for key in ("mean_roc_auc", "iou_accuracy_0.3", "iou_accuracy_0.5", "mtiou"):
+        for key in ("mean_roc_auc", "iou_accuracy_0.3", "box_iou_accuracy_0.3", "iou_accuracy_0.5",
+                    "mtiou"):
             if isinstance(values.get(key), (int, float)):
                 parts.append(f"{key} {values[key]:.3f}")
         if parts:
