@@ -293,8 +293,8 @@ def training_lineage(source: Path) -> list[dict]:
     source = Path(source)
     if (source / CARD_FILE).is_file():
         card = read_card(source)
-        stage = {key: card.training.get(key) for key in ("dataset", "root", "train_images")}
-        stage = {"name": card.name, **stage}
+        stage = {"name": card.name,
+                 **{key: card.training.get(key) for key in ("dataset", "root", "train_images")}}
         return [*card.training.get("pretraining", []), stage]
     if source.suffix == ".safetensors" and source.is_file():
         with safe_open(str(source), "pt") as handle:

@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 #: The two ways a map is scored against a box (METHODS.md): the binary mask itself, or
 #: the box of its best-matching connected component (the papers' T(IoU) protocol).
 MODES = ("pixel", "box")
+#: How each mode's figures are named in :meth:`EvaluationReport.headline` (and cards).
+HEADLINE_PREFIX = {"pixel": "", "box": "box_"}
 #: Mask rules scored by ``--sweep-mask-rules`` (to choose a model's rule on a dev set).
 SWEEP_RULES: tuple[MaskRule, ...] = (
     *(MaskRule("fraction_of_max", v) for v in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)),
@@ -117,14 +119,13 @@ class EvaluationReport:
             for t in (0.1, 0.3, 0.5, 0.7):
                 values[f"iou_accuracy_{t:g}"] = mean.accuracy_pixel.get(t)
                 values[f"box_iou_accuracy_{t:g}"] = mean.accuracy_box.get(t)
-            if self.floor:  # the floor is box-shaped: the same in box mode for box truth
-                for t in (0.1, 0.3, 0.5, 0.7):
+                if self.floor:  # the floor is box-shaped: the same in box mode for box truth
                     values[f"no_model_floor_iou_accuracy_{t:g}"] = (
                         self.floor.mean.accuracy_pixel.get(t))
             values.update(mtiou=mean.mtiou_pixel, box_mtiou=mean.mtiou_box,
                           pointing=mean.pointing, poi_precision=mean.poi_precision,
                           poi_coverage=mean.poi_coverage)
-        for mode, prefix in (("pixel", ""), ("box", "box_")):
+        for mode, prefix in HEADLINE_PREFIX.items():
             if mode in self.intervals:
                 interval = self.intervals[mode]
                 values[f"{prefix}iou_accuracy_0.3_ci95"] = [interval.low, interval.high]
@@ -166,8 +167,8 @@ class EvaluationReport:
                       f"{interval.high:.3f} (regions resampled within each finding).", ""]
         for mode, above in self.above_floor.items():
             lines += [f"Above the no-model floor at T(IoU)=0.3, {mode} mode: "
-                      f"{above.estimate:+.3f}, paired bootstrap interval {above.low:+.3f} "
-                      f"to {above.high:+.3f} (the same regions drawn for both).", ""]
+                      f"{above.as_difference()}, paired bootstrap interval (the same regions "
+                      "drawn for both).", ""]
         if self.floor:
             lines += ["## No-model floor (each finding's mean box, for every image)", "",
                       self.floor.to_markdown("pixel"), ""]
@@ -267,6 +268,9 @@ def evaluate_model(
     main = scores[chosen]
     floor_scores = _floor_scores(floor_inputs)
     paired_floor = len(floor_scores) == len(main) > 0  # every region has a box
+    floor_columns = ([{f"floor_iou_{mode}": round(getattr(floor, f"iou_{mode}"), 5)
+                       for mode in MODES} for _, floor in floor_scores]
+                     if paired_floor else [{}] * len(main))
     report = EvaluationReport(
         model=localizer.card.name,
         dataset=dataset,
@@ -285,10 +289,8 @@ def evaluate_model(
             for mode in MODES} if paired_floor else {},
         sweep=swept,
         rule_chosen_here=choose_rule,
-        rows=[{**region, **_score_columns(score),
-               **({f"floor_iou_{mode}": round(getattr(floor_scores[i][1], f"iou_{mode}"), 5)
-                   for mode in MODES} if paired_floor else {})}
-              for i, (region, (_, score)) in enumerate(zip(regions, main, strict=True))],
+        rows=[{**region, **_score_columns(score), **floor}
+              for region, (_, score), floor in zip(regions, main, floor_columns, strict=True)],
     )
     write_report(report, Path(out_dir))
     return report
@@ -400,11 +402,9 @@ class Comparison:
         return "no clear difference"
 
     def summary_line(self) -> str:
-        d = self.difference
         return (f"{self.first} minus {self.second}: mean {self.mode} IoU-accuracy@"
-                f"{self.threshold:g} "
-                f"{d.estimate:+.3f} (paired {d.level:.0%} CI {d.low:+.3f} to {d.high:+.3f}) "
-                f"over {self.regions} regions: {self.verdict}")
+                f"{self.threshold:g} {self.difference.as_difference()} (paired "
+                f"{self.difference.level:.0%} CI) over {self.regions} regions: {self.verdict}")
 
 
 def compare_evaluations(first: Path, second: Path, threshold: float = 0.3,

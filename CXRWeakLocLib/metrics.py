@@ -232,6 +232,10 @@ class Interval:
     high: float
     level: float
 
+    def as_difference(self) -> str:
+        """``+0.045 (+0.016 to +0.073)``: the estimate and interval of a difference."""
+        return f"{self.estimate:+.3f} ({self.low:+.3f} to {self.high:+.3f})"
+
 
 def mean_iou_accuracy_interval(
     scores: Iterable[tuple[str, float]],

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from CXRWeakLocLib.checkpoint import read_card, shipped_models
+from CXRWeakLocLib.evaluate import HEADLINE_PREFIX
 from CXRWeakLocLib.masks import MaskRule
 
 DM_RESULTS = Path(__file__).resolve().parent / "dm" / "RESULTS.md"
@@ -99,8 +100,8 @@ def table() -> list[str]:
         if isinstance(rule, dict):  # a card may keep the rule as its dict
             rule = str(MaskRule(**rule))
         box.append(_row([f"`{card.name}` ({rule})", trained_on(card.training),
-                         *_mode_cells(dev, "box_")]))
-        pixel.append(_row([f"`{card.name}`", *_mode_cells(dev, ""),
+                         *_mode_cells(dev, HEADLINE_PREFIX["box"])]))
+        pixel.append(_row([f"`{card.name}`", *_mode_cells(dev, HEADLINE_PREFIX["pixel"]),
                            *(_cell(dev.get(k)) for k in ("pointing", "poi_precision",
                                                           "poi_coverage", "mean_roc_auc"))]))
     if floor:

@@ -27,7 +27,7 @@ import torch
 from CXRWeakLocLib.checkpoint import ModelCard, load_model, update_card
 from CXRWeakLocLib.data.dataset import records_dataset
 from CXRWeakLocLib.data.sources import load_records
-from CXRWeakLocLib.evaluate import compare_evaluations, evaluate_model
+from CXRWeakLocLib.evaluate import HEADLINE_PREFIX, compare_evaluations, evaluate_model
 from CXRWeakLocLib.findings import CHESTXRAY14
 from CXRWeakLocLib.train.config import TrainConfig, load_config
 from CXRWeakLocLib.train.dm_stages import (
@@ -154,10 +154,8 @@ def ablation(args: argparse.Namespace) -> None:
         report = evaluate_model(out_dir=out / _slug(label), choose_rule=True, **common)
         rule = report.mask_rule
         headline = {**report.headline(), "mask_rule": str(rule)}
-        floor = report.floor.mean.accuracy_pixel if report.floor else {}
-        (out / _slug(label) / "headline.json").write_text(json.dumps(
-            {"headline": headline, "floor": {str(t): v for t, v in floor.items()}},
-            indent=2) + "\n")
+        (out / _slug(label) / "headline.json").write_text(
+            json.dumps({"headline": headline}, indent=2) + "\n")
         if folder.parent.parent == RUNS:
             update_card(folder, mask_rule=rule,
                         metrics={**load_model(folder).card.metrics, "dev_bbox": headline})
@@ -177,15 +175,14 @@ def _results_markdown(out: Path) -> str:
         "Intervals: 95% bootstrap over the dev boxes; \"minus CAM\" is paired (the same boxes",
         "drawn for both).",
     ]
-    heads: dict[str, dict] = {}
-    floor: dict = {}
-    for label, _, _ in VARIANTS:
-        path = out / _slug(label) / "headline.json"
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            heads[label], floor = saved["headline"], saved["floor"] or floor
-    for mode, prefix in (("Box mode (the paper's protocol)", "box_"), ("Pixel mode", "")):
-        lines += ["", f"## {mode}", "",
+    heads = {label: json.loads(path.read_text())["headline"] for label, _, _ in VARIANTS
+             if (path := out / _slug(label) / "headline.json").is_file()}
+    floor = next(({t: head[f"no_model_floor_iou_accuracy_{t}"] for t in ("0.3", "0.5", "0.7")}
+                  for head in heads.values()
+                  if head.get("no_model_floor_iou_accuracy_0.3") is not None), {})
+    for title, mode in (("Box mode (the paper's protocol)", "box"), ("Pixel mode", "pixel")):
+        prefix = HEADLINE_PREFIX[mode]
+        lines += ["", f"## {title}", "",
                   "| Model | mask rule | T=0.3 (95% CI) | minus CAM at 0.3 (paired) | T=0.5 | "
                   "T=0.7 | paper 0.3 / 0.5 / 0.7 |", "|---|---|---|---|---|---|---|"]
         for label, _, paper in VARIANTS:
@@ -197,7 +194,7 @@ def _results_markdown(out: Path) -> str:
             low, high = head[f"{prefix}iou_accuracy_0.3_ci95"]
             lines.append(
                 f"| {label} | `{head['mask_rule']}` | {head[f'{prefix}iou_accuracy_0.3']:.3f} "
-                f"({low:.3f}-{high:.3f}) | {_minus_cam(out, label, prefix)} | "
+                f"({low:.3f}-{high:.3f}) | {_minus_cam(out, label, mode)} | "
                 f"{head[f'{prefix}iou_accuracy_0.5']:.3f} | "
                 f"{head[f'{prefix}iou_accuracy_0.7']:.3f} | {published} |")
         if floor:
@@ -209,14 +206,12 @@ def _results_markdown(out: Path) -> str:
     return "\n".join(lines)
 
 
-def _minus_cam(out: Path, label: str, prefix: str) -> str:
+def _minus_cam(out: Path, label: str, mode: str) -> str:
     """``+0.018 (-0.006 to +0.041)``: the variant minus CAM on the same boxes."""
     if label == "CAM" or not (out / "cam" / "per_image.csv").is_file():
         return "-"
-    comparison = compare_evaluations(out / _slug(label), out / "cam",
-                                     mode="box" if prefix else "pixel")
-    d = comparison.difference
-    return f"{d.estimate:+.3f} ({d.low:+.3f} to {d.high:+.3f})"
+    comparison = compare_evaluations(out / _slug(label), out / "cam", mode=mode)
+    return comparison.difference.as_difference()
 
 
 def ship(args: argparse.Namespace) -> None:
