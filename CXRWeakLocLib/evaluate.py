@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 MODES = ("pixel", "box")
 #: How each mode's figures are named in :meth:`EvaluationReport.headline` (and cards).
 HEADLINE_PREFIX = {"pixel": "", "box": "box_"}
+#: The mode a model's mask rule is chosen in: the papers' T(IoU) protocol, the headline.
+CHOOSE_MODE = "box"
 #: Mask rules scored by ``--sweep-mask-rules`` (to choose a model's rule on a dev set).
 SWEEP_RULES: tuple[MaskRule, ...] = (
     *(MaskRule("fraction_of_max", v) for v in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)),
@@ -150,7 +152,8 @@ class EvaluationReport:
         lines = [f"# {self.model} on {self.dataset}", "",
                  f"{self.images} images, {self.boxes} ground-truth regions; mask rule "
                  f"`{self.mask_rule}`"
-                 + (" (chosen on this set: the sweep's best IoU-accuracy at 0.3)"
+                 + (f" (chosen on this set: the sweep's best {CHOOSE_MODE}-mode IoU-accuracy "
+                    "at 0.3)"
                     if self.rule_chosen_here else "")
                  + "; each region scored on its own finding's heatmap.", ""]
         if self.localization:
@@ -180,10 +183,14 @@ class EvaluationReport:
         lines.append(f"| Mean | {self.classification.mean_roc_auc:.3f} | "
                      f"{self.classification.mean_pr_auc:.3f} | |")
         if self.sweep:
-            lines += ["", "## Mask rules on this set (pixel IoU-accuracy)", "",
-                      "| Rule | T=0.3 | T=0.5 | mTIoU |", "|---|---|---|---|"]
-            lines += [f"| `{s['rule']}` | {s['iou_accuracy_0.3']:.3f} | "
-                      f"{s['iou_accuracy_0.5']:.3f} | {s['mtiou']:.3f} |" for s in self.sweep]
+            lines += ["", "## Mask rules on this set (IoU-accuracy)", "",
+                      "| Rule | " + " | ".join(f"{mode} T=0.3 | {mode} T=0.5 | {mode} mTIoU"
+                                                for mode in MODES) + " |",
+                      "|---" * (1 + 3 * len(MODES)) + "|"]
+            lines += [f"| `{s['rule']}` | " + " | ".join(
+                f"{s[f'{p}iou_accuracy_0.3']:.3f} | {s[f'{p}iou_accuracy_0.5']:.3f} | "
+                f"{s[f'{p}mtiou']:.3f}" for p in HEADLINE_PREFIX.values()) + " |"
+                for s in self.sweep]
         return "\n".join(lines) + "\n"
 
 
@@ -264,7 +271,7 @@ def evaluate_model(
     if choose_rule:
         if not swept:
             raise CXRWeakLocError(f"{root}: no ground-truth regions to choose a mask rule on")
-        chosen = 1 + swept.index(max(swept, key=_sweep_key))
+        chosen = 1 + swept.index(max(swept, key=lambda row: _sweep_key(row, CHOOSE_MODE)))
     main = scores[chosen]
     floor_scores = _floor_scores(floor_inputs)
     paired_floor = len(floor_scores) == len(main) > 0  # every region has a box
@@ -315,26 +322,33 @@ def _floor_scores(inputs: list[tuple[str, tuple, np.ndarray]]
 
 
 def _sweep_row(rule: MaskRule, scores: list[tuple[str, LocalizationScore]]) -> dict:
+    """One swept rule's figures in both modes (keys prefixed as in the headline)."""
     report = LocalizationReport.from_scores(scores)
     mean = report.mean
-    return {"rule": str(rule), "name": rule.name, "value": rule.value,
-            "iou_accuracy_0.3": mean.accuracy_pixel[0.3],
-            "iou_accuracy_0.5": mean.accuracy_pixel[0.5], "mtiou": mean.mtiou_pixel,
-            "per_finding_iou_accuracy_0.3": {name: summary.accuracy_pixel[0.3]
-                                             for name, summary in report.findings.items()}}
+    row: dict = {"rule": str(rule), "name": rule.name, "value": rule.value}
+    for mode, prefix in HEADLINE_PREFIX.items():
+        accuracy = mean.accuracy(mode)
+        row |= {f"{prefix}iou_accuracy_0.3": accuracy[0.3],
+                f"{prefix}iou_accuracy_0.5": accuracy[0.5],
+                f"{prefix}mtiou": getattr(mean, f"mtiou_{mode}"),
+                f"{prefix}per_finding_iou_accuracy_0.3": {
+                    name: summary.accuracy(mode)[0.3]
+                    for name, summary in report.findings.items()}}
+    return row
 
 
-def best_sweep_rule(report: EvaluationReport) -> MaskRule:
-    """The swept rule with the best mean IoU-accuracy at 0.3 (mTIoU breaks ties)."""
+def best_sweep_rule(report: EvaluationReport, mode: str = CHOOSE_MODE) -> MaskRule:
+    """The swept rule with the best mean IoU-accuracy at 0.3 in ``mode`` (mTIoU breaks ties)."""
     if not report.sweep:
         raise CXRWeakLocError("no mask-rule sweep in this report")
-    best = max(report.sweep, key=_sweep_key)
+    best = max(report.sweep, key=lambda row: _sweep_key(row, mode))
     return MaskRule(best["name"], best["value"])
 
 
-def _sweep_key(row: dict) -> tuple[float, float]:
-    """Best rule first: IoU-accuracy at 0.3, then mTIoU."""
-    return row["iou_accuracy_0.3"], row["mtiou"]
+def _sweep_key(row: dict, mode: str) -> tuple[float, float]:
+    """Best rule first: IoU-accuracy at 0.3, then mTIoU, both in ``mode``."""
+    prefix = HEADLINE_PREFIX[mode]
+    return row[f"{prefix}iou_accuracy_0.3"], row[f"{prefix}mtiou"]
 
 
 def write_report(report: EvaluationReport, out_dir: Path) -> None:

@@ -15,6 +15,9 @@ from CXRWeakLocLib.checkpoint import load_model
 from CXRWeakLocLib.data.synthetic import read_synthetic, write_synthetic_dataset
 from CXRWeakLocLib.errors import CXRWeakLocError
 from CXRWeakLocLib.evaluate import (
+    CHOOSE_MODE,
+    HEADLINE_PREFIX,
+    MODES,
     best_sweep_rule,
     compare_evaluations,
     evaluate_model,
@@ -88,18 +91,30 @@ def test_evaluate_scores_the_masks_localize_exports(report, synthetic_set, tiny_
                                                       abs=1e-4)
 
 
-def test_sweep_and_best_rule(report):
+@pytest.mark.parametrize("mode", MODES)
+def test_sweep_and_best_rule(report, mode):
     result, _ = report
+    prefix = HEADLINE_PREFIX[mode]
     assert len(result.sweep) > 5
-    best = best_sweep_rule(result)
-    top = max(s["iou_accuracy_0.3"] for s in result.sweep)
+    best = best_sweep_rule(result, mode)
+    top = max(s[f"{prefix}iou_accuracy_0.3"] for s in result.sweep)
     assert any(s["name"] == best.name and s["value"] == best.value
-               and s["iou_accuracy_0.3"] == top for s in result.sweep)
+               and s[f"{prefix}iou_accuracy_0.3"] == top for s in result.sweep)
     for row in result.sweep:  # the headline mean is the mean of the per-finding figures
-        per_finding = row["per_finding_iou_accuracy_0.3"]
+        per_finding = row[f"{prefix}per_finding_iou_accuracy_0.3"]
         assert per_finding and set(per_finding) <= {f.name for f in CHESTXRAY14}
-        assert np.mean(list(per_finding.values())) == pytest.approx(row["iou_accuracy_0.3"])
+        assert np.mean(list(per_finding.values())) == pytest.approx(
+            row[f"{prefix}iou_accuracy_0.3"])
 
+
+def test_sweep_row_of_the_report_rule_matches_its_headline(report):
+    """Scoring a rule in the sweep gives the figures a run under that rule reports."""
+    result, _ = report
+    row = next(s for s in result.sweep if s["rule"] == str(result.mask_rule))
+    head = result.headline()
+    for prefix in HEADLINE_PREFIX.values():
+        assert row[f"{prefix}iou_accuracy_0.3"] == pytest.approx(head[f"{prefix}iou_accuracy_0.3"])
+        assert row[f"{prefix}mtiou"] == pytest.approx(head[f"{prefix}mtiou"])
 
 
 def test_chosen_rule_report_equals_a_run_under_that_rule(report, synthetic_set, tiny_model,
@@ -107,7 +122,7 @@ def test_chosen_rule_report_equals_a_run_under_that_rule(report, synthetic_set, 
     swept, _ = report
     chosen = evaluate_model("synthetic", synthetic_set, str(tiny_model), tmp_path / "chosen",
                             device="cpu", choose_rule=True, progress=False)
-    best = best_sweep_rule(swept)
+    best = best_sweep_rule(swept, CHOOSE_MODE)
     assert chosen.mask_rule == best and chosen.rule_chosen_here
     assert "chosen on this set" in (tmp_path / "chosen" / "metrics.md").read_text()
     given = evaluate_model("synthetic", synthetic_set, str(tiny_model), tmp_path / "given",

@@ -27,7 +27,12 @@ import torch
 from CXRWeakLocLib.checkpoint import ModelCard, load_model, update_card
 from CXRWeakLocLib.data.dataset import records_dataset
 from CXRWeakLocLib.data.sources import load_records
-from CXRWeakLocLib.evaluate import HEADLINE_PREFIX, compare_evaluations, evaluate_model
+from CXRWeakLocLib.evaluate import (
+    CHOOSE_MODE,
+    HEADLINE_PREFIX,
+    compare_evaluations,
+    evaluate_model,
+)
 from CXRWeakLocLib.findings import CHESTXRAY14
 from CXRWeakLocLib.train.config import TrainConfig, load_config
 from CXRWeakLocLib.train.dm_stages import (
@@ -169,7 +174,8 @@ def _results_markdown(out: Path) -> str:
         "",
         "Mean IoU-accuracy over the 8 boxed findings (each box scored on its own finding's",
         "heatmap), 446 images / 514 boxes of `dev_bbox_list.txt`; each variant's mask rule",
-        "chosen by `--sweep-mask-rules` on the same set (pixel mode, as for `cam`). Paper:",
+        f"chosen by `--sweep-mask-rules` on the same set ({CHOOSE_MODE} mode, as for every",
+        "shipped model). Paper:",
         "ChestX-ray14, ResNet-50 at 512 px trained on 86k images (Tables 1, 2); its T(IoU)",
         "compares boxes drawn around the binarised map with the expert boxes, i.e. box mode.",
         "Intervals: 95% bootstrap over the dev boxes; \"minus CAM\" is paired (the same boxes",
