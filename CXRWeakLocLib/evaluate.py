@@ -87,8 +87,8 @@ class EvaluationReport:
     #: per mode: model minus floor IoU-accuracy at 0.3 on the same regions (paired 95% CI)
     above_floor: dict[str, Interval] = field(default_factory=dict)
     sweep: list[dict] = field(default_factory=list)
-    #: the mask rule was chosen on this set (the best of ``sweep``), not given
-    rule_chosen_here: bool = False
+    #: the mode the mask rule was chosen in on this set (the best of ``sweep``); None: given
+    rule_chosen_in: str | None = None
     rows: list[dict] = field(default_factory=list)
 
     @property
@@ -103,7 +103,8 @@ class EvaluationReport:
             "boxes": self.boxes,
             "protocol": "each ground-truth region scored on its own finding's heatmap",
             "mask_rule": self.mask_rule.to_dict(),
-            "mask_rule_chosen_on_this_set": self.rule_chosen_here,
+            "mask_rule_chosen_on_this_set": self.rule_chosen_in is not None,
+            "mask_rule_chosen_in_mode": self.rule_chosen_in,
             "localization": self.localization.to_dict() if self.localization else None,
             "no_model_floor": self.floor.to_dict() if self.floor else None,
             "iou_accuracy_0.3_interval": {m: asdict(i) for m, i in self.intervals.items()},
@@ -152,9 +153,8 @@ class EvaluationReport:
         lines = [f"# {self.model} on {self.dataset}", "",
                  f"{self.images} images, {self.boxes} ground-truth regions; mask rule "
                  f"`{self.mask_rule}`"
-                 + (f" (chosen on this set: the sweep's best {CHOOSE_MODE}-mode IoU-accuracy "
-                    "at 0.3)"
-                    if self.rule_chosen_here else "")
+                 + (f" (chosen on this set: the sweep's best {self.rule_chosen_in}-mode "
+                    "IoU-accuracy at 0.3)" if self.rule_chosen_in else "")
                  + "; each region scored on its own finding's heatmap.", ""]
         if self.localization:
             lines += ["## IoU-accuracy, pixel mode", "", self.localization.to_markdown("pixel"),
@@ -217,13 +217,17 @@ def evaluate_model(
     batch_size: int = 8,
     progress: bool = True,
     choose_rule: bool = False,
+    choose_in: str = CHOOSE_MODE,
 ) -> EvaluationReport:
     """Score ``model`` on ``dataset`` and write the report files into ``out_dir``.
 
     ``sweep`` also scores every rule of :data:`SWEEP_RULES`; ``choose_rule`` does that
     and reports under the best of them (:func:`best_sweep_rule`) from the same pass,
-    which is how a model's rule is chosen on a dev set.
+    which is how a model's rule is chosen on a dev set: by its IoU-accuracy in mode
+    ``choose_in`` (box mode for expert boxes; pixel mode where the truth is an exact mask).
     """
+    if choose_in not in MODES:
+        raise CXRWeakLocError(f"unknown mode {choose_in!r} (known: {', '.join(MODES)})")
     records = read_dataset(dataset, Path(root), images_list, annotations=True)
     if not records:
         raise CXRWeakLocError(f"{root}: no images to evaluate")
@@ -271,7 +275,7 @@ def evaluate_model(
     if choose_rule:
         if not swept:
             raise CXRWeakLocError(f"{root}: no ground-truth regions to choose a mask rule on")
-        chosen = 1 + swept.index(max(swept, key=lambda row: _sweep_key(row, CHOOSE_MODE)))
+        chosen = 1 + swept.index(max(swept, key=lambda row: _sweep_key(row, choose_in)))
     main = scores[chosen]
     floor_scores = _floor_scores(floor_inputs)
     paired_floor = len(floor_scores) == len(main) > 0  # every region has a box
@@ -295,7 +299,7 @@ def evaluate_model(
             for (finding, score), (_, floor) in zip(main, floor_scores, strict=True))
             for mode in MODES} if paired_floor else {},
         sweep=swept,
-        rule_chosen_here=choose_rule,
+        rule_chosen_in=choose_in if choose_rule else None,
         rows=[{**region, **_score_columns(score), **floor}
               for region, (_, score), floor in zip(regions, main, floor_columns, strict=True)],
     )

@@ -117,18 +117,31 @@ def test_sweep_row_of_the_report_rule_matches_its_headline(report):
         assert row[f"{prefix}mtiou"] == pytest.approx(head[f"{prefix}mtiou"])
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_chosen_rule_report_equals_a_run_under_that_rule(report, synthetic_set, tiny_model,
-                                                          tmp_path):
+                                                          tmp_path, mode):
     swept, _ = report
     chosen = evaluate_model("synthetic", synthetic_set, str(tiny_model), tmp_path / "chosen",
-                            device="cpu", choose_rule=True, progress=False)
-    best = best_sweep_rule(swept, CHOOSE_MODE)
-    assert chosen.mask_rule == best and chosen.rule_chosen_here
-    assert "chosen on this set" in (tmp_path / "chosen" / "metrics.md").read_text()
+                            device="cpu", choose_rule=True, choose_in=mode, progress=False)
+    best = best_sweep_rule(swept, mode)
+    assert chosen.mask_rule == best and chosen.rule_chosen_in == mode
+    assert (f"chosen on this set: the sweep's best {mode}-mode"
+            in (tmp_path / "chosen" / "metrics.md").read_text())
+    assert json.loads((tmp_path / "chosen" / "metrics.json").read_text())[
+        "mask_rule_chosen_in_mode"] == mode
     given = evaluate_model("synthetic", synthetic_set, str(tiny_model), tmp_path / "given",
                            device="cpu", mask_rule=best, progress=False)
     assert chosen.localization.to_dict() == given.localization.to_dict()
     assert chosen.rows == given.rows and chosen.intervals == given.intervals
+
+
+def test_rules_are_chosen_in_box_mode_by_default_and_unknown_modes_refused(
+        synthetic_set, tiny_model, tmp_path):
+    assert CHOOSE_MODE == "box"
+    with pytest.raises(CXRWeakLocError, match="unknown mode 'boxes'"):
+        evaluate_model("synthetic", synthetic_set, str(tiny_model), tmp_path / "x",
+                       device="cpu", choose_rule=True, choose_in="boxes", progress=False)
+    assert not (tmp_path / "x").exists()
 
 
 def test_floor_is_the_mean_box_scored_region_by_region():

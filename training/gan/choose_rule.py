@@ -3,8 +3,9 @@
 Usage: python training/gan/choose_rule.py MODEL_FOLDER [DEV_ROOT]
 Scores every rule of ``evaluate --sweep-mask-rules`` in one pass on DEV_ROOT (default
 ``runs/gan/synthetic_dev``, exact masks, disjoint from the training and test images) into
-``MODEL_FOLDER/../eval_dev`` and writes the best rule (IoU-accuracy at 0.3, mTIoU
-breaking ties) into the model card.
+``MODEL_FOLDER/../eval_dev`` and writes the best rule (pixel-mode IoU-accuracy at 0.3,
+mTIoU breaking ties: the synthetic truth is an exact mask, so the mask itself is scored)
+into the model card.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def main(model: Path, dev_root: Path) -> None:
     report = evaluate_model("synthetic", dev_root, str(model), model.parent / "eval_dev",
-                            choose_rule=True, device="cpu")
+                            choose_rule=True, choose_in="pixel", device="cpu")
     update_card(model, mask_rule=report.mask_rule)
     print(f"{model}: mask rule {report.mask_rule}")
 
