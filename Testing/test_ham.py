@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,20 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.checkpoint import load_model, read_card, update_card
 from CXRWeakLocLib.data.synthetic import write_synthetic_dataset
 from CXRWeakLocLib.errors import ConfigError
 from CXRWeakLocLib.evaluate import evaluate_model
 from CXRWeakLocLib.localize import Localizer
 from CXRWeakLocLib.models import BackboneConfig, build_model
-from CXRWeakLocLib.models.ham import FABlock, HAMNet, HAMOptions, lse_pool, refine_cams
+from CXRWeakLocLib.models.ham import (
+    FABlock,
+    HAMNet,
+    HAMOptions,
+    lse_pool,
+    minmax_cams,
+    refine_cams,
+)
 from CXRWeakLocLib.radiograph import Radiograph
 from CXRWeakLocLib.train.config import load_config
 from CXRWeakLocLib.train.ham_loss import (
@@ -284,3 +292,33 @@ def test_evaluate_a_tiny_ham_model(tiny_ham_model, tmp_path):
     assert report.images == 4 and report.boxes > 0
     assert (tmp_path / "eval" / "metrics.json").is_file()
     assert set(report.headline()) >= {"iou_accuracy_0.3", "mtiou", "mean_roc_auc"}
+
+
+def test_cam_heatmap_is_graded_and_gives_the_papers_mask(tiny_ham_model, tmp_path):
+    """``heatmap = "cam"``: the min-max CAM, whose >= 0.469 mask is the refined map's >= 0.999."""
+    graded_folder = tmp_path / "graded"
+    shutil.copytree(tiny_ham_model, graded_folder)
+    architecture = read_card(graded_folder).architecture
+    update_card(graded_folder, architecture={**architecture, "options": {"heatmap": "cam"}})
+    refined_net, graded_net = (load_model(f).network for f in (tiny_ham_model, graded_folder))
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        _, refined = refined_net(x)
+        _, graded = graded_net(x)
+        cams = graded_net(x, details=True).class_cams
+    torch.testing.assert_close(graded, minmax_cams(cams, (64, 64)))
+    flat, spread = graded.flatten(2), cams.flatten(2).amax(2) - cams.flatten(2).amin(2)
+    torch.testing.assert_close(flat.amin(2), torch.zeros_like(flat.amin(2)))
+    varying = spread > 1e-5  # a constant (all-zero ReLU) CAM stays 0
+    assert varying.any()
+    torch.testing.assert_close(flat.amax(2)[varying], torch.ones(int(varying.sum())))
+    paper_cut = 0.4 + math.log(999) / 100  # refined >= 0.999  <=>  min-max CAM >= 0.469
+    disagree = ((refined >= 0.999) != (graded >= paper_cut)).float().mean().item()
+    assert disagree < 1e-3
+    # the refined map saturates: far fewer distinct levels than the graded one
+    assert refined[0, 0].unique().numel() < graded[0, 0].unique().numel()
+
+
+def test_unknown_heatmap_option_is_refused():
+    with pytest.raises(ValueError, match="heatmap 'sharp' is not one of cam, refined"):
+        HAMOptions.from_dict({"heatmap": "sharp"})

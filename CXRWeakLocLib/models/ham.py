@@ -6,9 +6,13 @@ log-sum-exp, and read by two bias-free linear heads: **anomaly** (one output, "a
 finding") and **class** (one per finding). Each head's class activation map is a 1x1
 convolution of the fused features with that head's (detached) weights, so the
 attention losses of :mod:`~CXRWeakLocLib.train.ham_loss` shape the features and not
-the classifiers. The map a user sees is the *refined* class CAM: upsampled to the
-input, min-max normalised per image and finding, then ``sigmoid(100 (x - 0.4))``;
-the paper's binary map is refined >= 0.999, i.e. min-max map >= ~0.469.
+the classifiers. The map a user sees (``options.heatmap``) is the class CAM upsampled
+to the input and min-max normalised per image and finding (``"cam"``), or the paper's
+*refined* map ``sigmoid(100 (x - 0.4))`` of it (``"refined"``, the default of older
+cards). The paper's binary map is refined >= 0.999, i.e. min-max map >= ~0.469: the
+same mask from either heatmap, but the refined map saturates into plateaus of 1.0,
+which leave a radiologist no gradation to read and the mask rules and the pointing
+game nothing to rank.
 
 The paper uses ResNet-50 at 512 px; ours is the same half-width ResNet-18 as the
 shipped ``cam`` model (1,000 training images and a CPU make it the right size), so a
@@ -31,7 +35,7 @@ from ..errors import refuse_unknown
 from .backbone import BackboneConfig, ResNetFeatures
 
 __all__ = ["HAMOptions", "HAMOutput", "HAMNet", "FABlock", "FAModule", "build_ham",
-           "lse_pool", "refine_cams"]
+           "HEATMAPS", "lse_pool", "minmax_cams", "refine_cams"]
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,21 @@ class HAMOptions:
     #: refined map = sigmoid(refine_sharpness * (min-max CAM - refine_center))
     refine_center: float = 0.4
     refine_sharpness: float = 100.0
+    #: the map ``forward`` returns: "cam" (min-max CAM) or "refined" (see the module doc)
+    heatmap: str = "refined"
 
     @classmethod
     def from_dict(cls, options: dict) -> HAMOptions:
         refuse_unknown(options, cls, "ham options: unknown", ValueError)
-        return cls(**options)
+        values = cls(**options)
+        if values.heatmap not in HEATMAPS:
+            raise ValueError(f"ham options: heatmap {values.heatmap!r} is not one of "
+                             f"{', '.join(HEATMAPS)}")
+        return values
+
+
+#: The heatmaps :class:`HAMNet` can show (``HAMOptions.heatmap``).
+HEATMAPS = ("cam", "refined")
 
 
 class HAMOutput(NamedTuple):
@@ -78,15 +92,19 @@ def lse_pool(x: torch.Tensor, r: float) -> torch.Tensor:
     return (torch.logsumexp(r * flat, dim=2) - math.log(flat.shape[2])) / r
 
 
-def refine_cams(cams: torch.Tensor, size: tuple[int, int], center: float = 0.4,
-                sharpness: float = 100.0) -> torch.Tensor:
-    """HAM's refined maps: upsample to ``size``, min-max per map, ``sigmoid(s (x - c))``."""
+def minmax_cams(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """CAMs upsampled (bilinear) to ``size`` and min-max normalised per image and class."""
     maps = nn.functional.interpolate(cams, size=size, mode="bilinear", align_corners=False)
     flat = maps.flatten(2)
     low = flat.amin(dim=2, keepdim=True)
     high = flat.amax(dim=2, keepdim=True)
-    normalised = (flat - low) / (high - low).clamp(min=1e-5)
-    return torch.sigmoid(sharpness * (normalised - center)).view_as(maps)
+    return ((flat - low) / (high - low).clamp(min=1e-5)).view_as(maps)
+
+
+def refine_cams(cams: torch.Tensor, size: tuple[int, int], center: float = 0.4,
+                sharpness: float = 100.0) -> torch.Tensor:
+    """HAM's refined maps: :func:`minmax_cams`, then ``sigmoid(s (x - c))``."""
+    return torch.sigmoid(sharpness * (minmax_cams(cams, size) - center))
 
 
 def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -144,7 +162,7 @@ class FAModule(nn.Module):
 class HAMNet(nn.Module):
     """Dilated ResNet, FA block, LSE pooling, bias-free anomaly and class heads.
 
-    ``forward(x)`` returns ``(class logits (B, C), refined class maps (B, C, S, S))``
+    ``forward(x)`` returns ``(class logits (B, C), class heatmaps (B, C, S, S))``
     in the input frame; ``forward(x, details=True)`` returns a :class:`HAMOutput`
     (what the training objective needs; it goes through ``forward`` so that
     DistributedDataParallel sees the call).
@@ -182,11 +200,16 @@ class HAMNet(nn.Module):
         class_cams = _cam(fused, self.class_head)
         class_logits = self.class_head(pooled)
         if not details:
-            return class_logits, refine_cams(class_cams, x.shape[-2:],
-                                             self.options.refine_center,
-                                             self.options.refine_sharpness)
+            return class_logits, self.heatmaps(class_cams, x.shape[-2:])
         return HAMOutput(class_logits, self.anomaly_head(pooled)[:, 0], class_cams,
                          _cam(fused, self.anomaly_head))
+
+    def heatmaps(self, class_cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The maps a user sees (``options.heatmap``) of CAMs, at ``size``."""
+        if self.options.heatmap == "cam":
+            return minmax_cams(class_cams, size)
+        return refine_cams(class_cams, size, self.options.refine_center,
+                           self.options.refine_sharpness)
 
 
 def _cam(features: torch.Tensor, head: nn.Linear) -> torch.Tensor:

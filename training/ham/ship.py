@@ -108,7 +108,7 @@ def main() -> None:
         "split": "nih-mini dev_bbox_list.txt",
         "mask_rule": rule.to_dict(),
         "mask_rule_chosen_on": "the same dev boxes (--sweep-mask-rules)",
-        "protocol": "each box scored on its own finding's refined HAM map (oracle class)",
+        "protocol": "each box scored on its own finding's HAM heatmap (oracle class)",
         "anomaly_roc_auc": None,
         "anomaly_roc_auc_note": "undefined on dev (every dev image has a finding); "
                                 "see validation.anomaly_roc_auc",
