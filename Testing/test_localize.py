@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import make_tiny_model, shared_path
 
-from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.checkpoint import SHIPPED_MODELS_DIR, load_model
 from CXRWeakLocLib.errors import CXRWeakLocError
 from CXRWeakLocLib.localize import Localizer, resolve_device
 from CXRWeakLocLib.models import CAMClassifier, build_model
 from CXRWeakLocLib.models.backbone import BackboneConfig
-from CXRWeakLocLib.radiograph import Radiograph
+from CXRWeakLocLib.radiograph import Radiograph, read_radiograph
 
 
 def test_in_model_cam_equals_gap_linear_classifier():
@@ -78,3 +78,22 @@ def test_gradcam_model_localizes_with_the_same_probabilities(tmp_path):
 def test_build_model_rejects_unknown_options():
     with pytest.raises(ValueError, match="takes no options"):
         build_model({"method": "cam", "options": {"x": 1}}, 2)
+
+
+SHIPPED = sorted(p.name for p in SHIPPED_MODELS_DIR.iterdir() if (p / "model.json").is_file())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_localizes_a_real_radiograph(name):
+    """Each shipped model runs on a real NIH radiograph and carries its dev-box figures."""
+    image = shared_path("nih-mini/images/00000211_019.png")
+    localizer = Localizer.from_name(name, "cpu")
+    card = localizer.card
+    assert card.metrics["dev_bbox"]["boxes"] == 514
+    assert str(card.mask_rule) == card.metrics["dev_bbox"]["mask_rule"]
+    [result] = localizer.localize([read_radiograph(image)], findings=["Cardiomegaly"])
+    finding = result.get("Cardiomegaly")
+    assert 0.0 <= finding.probability <= 1.0
+    assert finding.heatmap.shape == finding.mask.shape == (512, 512)
+    assert np.isfinite(finding.heatmap).all() and finding.heatmap.std() > 0
+    assert 0 < finding.mask.sum() < finding.mask.size
