@@ -258,7 +258,7 @@ def evaluate_model(
                 gt = annotation_mask(annotation, radiograph.size)
                 if not gt.any():
                     continue
-                heatmap = localizer.heatmap(image_maps, index, radiograph.size)
+                heatmap = localizer.heatmap(image_maps, index, radiograph)
                 for position, candidate in enumerate(rules):
                     scores[position].append(
                         (annotation.finding, score_localization(heatmap, gt, candidate))

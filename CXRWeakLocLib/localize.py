@@ -153,8 +153,9 @@ class Localizer:
         return cls(load_model(name_or_path, resolve_device(device)))
 
     def prepare(self, radiograph: Radiograph) -> torch.Tensor:
-        """The network input of one radiograph, ``(1, S, S)``."""
-        return torch.as_tensor(self.transform(radiograph.pixels[np.newaxis]))
+        """The network input of one radiograph, ``(1, S, S)``, in display orientation."""
+        pixels = radiograph.orientation.to_display(radiograph.pixels)
+        return torch.as_tensor(self.transform(pixels[np.newaxis]))
 
     def predict(self, batch: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         """Probabilities ``(B, C)`` and model-space maps ``(B, C, h, w)`` of a prepared batch."""
@@ -194,32 +195,37 @@ class Localizer:
             signals = self.model.network.disease_maps(batch.to(self.model.device)).float().cpu()
         std = float(self.card.normalization["std"])
         for radiograph, signal, result in zip(radiographs, signals, results, strict=True):
+            orientation = radiograph.orientation
             for index, item in enumerate(result.findings):
                 if item.heatmap is not None:
                     removed = torch.nn.functional.interpolate(
-                        signal[index][None, None], size=radiograph.size, mode="bilinear",
+                        signal[index][None, None],
+                        size=orientation.display_size(radiograph.size), mode="bilinear",
                         align_corners=False)[0, 0].numpy()
+                    removed = orientation.from_display(removed)
                     item.healed = np.clip(radiograph.pixels - removed * std, 0.0, 1.0)
 
-    def heatmap(self, maps: torch.Tensor, index: int, size: tuple[int, int]) -> np.ndarray:
-        """One finding's model-space map upsampled to ``size`` and normalised to [0, 1]."""
-        return self._heatmaps(maps, [index], size)[0]
+    def heatmap(self, maps: torch.Tensor, index: int, radiograph: Radiograph) -> np.ndarray:
+        """One finding's model-space map on ``radiograph``'s pixel grid, normalised to [0, 1]."""
+        return self._heatmaps(maps, [index], radiograph)[0]
 
     @staticmethod
-    def _heatmaps(
-        maps: torch.Tensor, indices: list[int], size: tuple[int, int]
-    ) -> list[np.ndarray]:
+    def _heatmaps(maps: torch.Tensor, indices: list[int], radiograph: Radiograph
+                  ) -> list[np.ndarray]:
         """The maps of ``indices`` upsampled together (one call) and normalised one by one.
 
-        Bilinear interpolation treats every channel on its own, so each map comes out
-        exactly as it would alone.
+        The model saw the display orientation; the maps are upsampled there and turned
+        back to the stored orientation. Bilinear interpolation treats every channel on
+        its own, so each map comes out exactly as it would alone.
         """
         if not indices:
             return []
+        orientation = radiograph.orientation
         upsampled = torch.nn.functional.interpolate(
-            maps[indices][None], size=size, mode="bilinear", align_corners=False
+            maps[indices][None], size=orientation.display_size(radiograph.size),
+            mode="bilinear", align_corners=False,
         )[0].numpy()
-        return [normalize_heatmap(map_) for map_ in upsampled]
+        return [normalize_heatmap(orientation.from_display(map_)) for map_ in upsampled]
 
     @staticmethod
     def _wanted(result: FindingResult, selection: str | list[str]) -> bool:
@@ -236,7 +242,7 @@ class Localizer:
             for index, finding in enumerate(self.findings)
         ]
         indices = [index for index, result in enumerate(results) if self._wanted(result, selection)]
-        for index, heatmap in zip(indices, self._heatmaps(maps, indices, radiograph.size),
+        for index, heatmap in zip(indices, self._heatmaps(maps, indices, radiograph),
                                   strict=True):
             result = results[index]
             result.heatmap = heatmap

@@ -6,7 +6,12 @@ reason on one line.
 
 Pixel convention: ``pixels`` is float32 in [0, 1], rows x columns, in the usual
 display polarity (bone and air bright and dark as a radiologist reads them), i.e.
-DICOM MONOCHROME1 is inverted, modality and VOI LUTs are applied.
+DICOM MONOCHROME1 is inverted, modality and VOI LUTs are applied. ``pixels`` keep the
+stored orientation (every export lines up with the stored image); a DICOM whose
+Patient Orientation says it is stored mirrored, upside down or turned carries a
+:class:`DisplayOrientation` that brings it to the conventional chest display (the
+patient's right on the viewer's left, head at the top), which is what the models saw
+in training.
 
 Intensity mapping to [0, 1]: a DICOM window maps its own interval, a VOI LUT
 Sequence maps the range of its entries, colour images map their full bit depth,
@@ -27,6 +32,8 @@ from .errors import RadiographError
 from .files import sha256_of
 
 __all__ = [
+    "DisplayOrientation",
+    "display_orientation",
     "MAX_PIXELS",
     "MIN_SIDE",
     "SUPPORTED_SUFFIXES",
@@ -57,6 +64,74 @@ SUPPORTED_SUFFIXES = (
 _SITK_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
+@dataclass(frozen=True)
+class DisplayOrientation:
+    """How a stored image reaches the conventional chest display, and back.
+
+    ``to_display`` transposes (if ``transpose``), then flips the columns (if
+    ``flip_columns``) and the rows (if ``flip_rows``); ``from_display`` undoes it.
+    The identity leaves arrays untouched.
+    """
+
+    transpose: bool = False
+    flip_columns: bool = False
+    flip_rows: bool = False
+
+    @property
+    def is_identity(self) -> bool:
+        return not (self.transpose or self.flip_columns or self.flip_rows)
+
+    def to_display(self, array: np.ndarray) -> np.ndarray:
+        """A stored-orientation array (rows, columns, ...) in display orientation."""
+        if self.transpose:
+            array = np.swapaxes(array, 0, 1)
+        if self.flip_columns:
+            array = array[:, ::-1]
+        if self.flip_rows:
+            array = array[::-1]
+        return np.ascontiguousarray(array)
+
+    def from_display(self, array: np.ndarray) -> np.ndarray:
+        """A display-orientation array back in the stored orientation."""
+        if self.flip_rows:
+            array = array[::-1]
+        if self.flip_columns:
+            array = array[:, ::-1]
+        if self.transpose:
+            array = np.swapaxes(array, 0, 1)
+        return np.ascontiguousarray(array)
+
+    def display_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(rows, columns) in display orientation of a stored ``size``."""
+        return (size[1], size[0]) if self.transpose else size
+
+    def __str__(self) -> str:
+        steps = [name for name, on in (("transposed", self.transpose),
+                                       ("columns flipped", self.flip_columns),
+                                       ("rows flipped", self.flip_rows)) if on]
+        return ", ".join(steps) or "as stored"
+
+
+def display_orientation(patient_orientation) -> DisplayOrientation:
+    """The :class:`DisplayOrientation` of a DICOM Patient Orientation (0020,0020).
+
+    Its two values name the patient direction along a row and down a column (the
+    first letter dominates: ``"LP"`` is mostly left). The conventional frontal chest
+    display is ``L\\F``; ``R\\F`` is mirrored, ``L\\H`` upside down, ``F\\L`` turned.
+    Anything else (missing, a lateral view's ``A``/``P``) is left as stored.
+    """
+    values = [str(v).strip().upper() for v in (patient_orientation or [])]
+    if len(values) != 2 or not all(values):
+        return DisplayOrientation()
+    along_row, down_column = values[0][0], values[1][0]
+    transpose = along_row in "HF" and down_column in "LR"
+    if transpose:
+        along_row, down_column = down_column, along_row
+    if along_row not in "LR" or down_column not in "HF":
+        return DisplayOrientation()
+    return DisplayOrientation(transpose, along_row == "R", down_column == "H")
+
+
 @dataclass
 class Radiograph:
     """A 2-D chest radiograph with its geometry and, for DICOM input, its dataset.
@@ -73,6 +148,8 @@ class Radiograph:
     source: Path | None = None
     dicom: object | None = None  # pydicom.Dataset when read from DICOM
     sha256: str = ""
+    #: how ``pixels`` reach the conventional chest display (DICOM Patient Orientation)
+    orientation: DisplayOrientation = field(default_factory=DisplayOrientation)
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 2:
@@ -250,7 +327,12 @@ def _read_dicom(path: Path) -> Radiograph:
             pixels = 1.0 - pixels
 
     spacing, known = _dicom_spacing(ds)
-    return Radiograph(pixels=pixels, spacing=spacing, spacing_known=known, dicom=ds)
+    orientation = display_orientation(ds.get("PatientOrientation"))
+    if not orientation.is_identity:
+        logger.info("%s: Patient Orientation %s: the model sees it %s", path,
+                    "\\".join(ds.PatientOrientation), orientation)
+    return Radiograph(pixels=pixels, spacing=spacing, spacing_known=known, dicom=ds,
+                      orientation=orientation)
 
 
 def _dicom_display_values(path: Path, ds, raw: np.ndarray) -> np.ndarray:

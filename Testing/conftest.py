@@ -53,3 +53,18 @@ def make_tiny_model(folder: Path, method: str = "cam", seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-cam")
+
+
+def mirrored_copy_of_the_real_dicom(tmp_path: Path, orientation: list[str]) -> Path:
+    """The SIIM radiograph stored mirrored (uncompressed) and tagged as such."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(shared_path("fixtures/dicom/siim_cxr.dcm"))
+    pixels = ds.pixel_array[:, ::-1].copy()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.set_pixel_data(pixels, "MONOCHROME2", 8)
+    ds.PatientOrientation = orientation
+    path = tmp_path / "mirrored.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import slicerio
+from conftest import mirrored_copy_of_the_real_dicom, shared_path
 from PIL import Image
 
 from CXRWeakLocLib.data.synthetic import make_demo_radiograph
@@ -195,3 +196,24 @@ def test_localize_real_dicom_fixtures(tmp_path, fixtures_dir, tiny_model):
         header = nrrd.read_header(str(folder / f"{path.stem}.seg.nrrd"))
         spatial = np.asarray(header["space directions"], dtype=float)[-3:]  # 4-D: list axis
         assert np.allclose(np.diag(spatial)[:2], [0.168, 0.168])
+
+
+def test_a_dicom_stored_mirrored_gets_the_mirrored_results(tmp_path):
+    """Patient Orientation R\\F: the model sees the chest as in training; exports stay stored."""
+    original = shared_path("fixtures/dicom/siim_cxr.dcm")
+    mirrored = mirrored_copy_of_the_real_dicom(tmp_path, ["R", "F"])
+    for path in (original, mirrored):
+        result = cli("localize", path, "--out", tmp_path / "out", "--model", "cam", "--quiet",
+                     "--findings", "Cardiomegaly")
+        assert result.returncode == 0, result.stderr
+    records = {p: json.loads((tmp_path / "out" / p / "findings.json").read_text())
+               for p in ("siim_cxr", "mirrored")}
+    assert records["siim_cxr"]["input"]["display_orientation"] == "as stored"
+    assert records["mirrored"]["input"]["display_orientation"] == "columns flipped"
+    probabilities = {p: next(f["probability"] for f in r["findings"] if f["name"] == "Cardiomegaly")
+                     for p, r in records.items()}
+    assert probabilities["mirrored"] == pytest.approx(probabilities["siim_cxr"], abs=1e-4)
+    heatmaps = {p: nrrd.read(str(tmp_path / "out" / p / f"{p}.Cardiomegaly.heatmap.nrrd"),
+                             index_order="C")[0] for p in records}
+    np.testing.assert_allclose(np.squeeze(heatmaps["mirrored"]),
+                               np.squeeze(heatmaps["siim_cxr"])[:, ::-1], atol=2e-3)

@@ -282,7 +282,7 @@ def test_localize_gives_refined_maps_in_the_input_frame(tiny_ham_model):
         details = network(x, details=True)
     assert finding.probability == pytest.approx(torch.sigmoid(logits)[0, 0].item(), rel=1e-5)
     torch.testing.assert_close(maps, refine_cams(details.class_cams, (64, 64)))
-    np.testing.assert_allclose(finding.heatmap, localizer.heatmap(maps[0], 0, (80, 100)))
+    np.testing.assert_allclose(finding.heatmap, localizer.heatmap(maps[0], 0, radiograph))
 
 
 def test_evaluate_a_tiny_ham_model(tiny_ham_model, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk  # noqa: N813
-from conftest import shared_path
+from conftest import mirrored_copy_of_the_real_dicom, shared_path
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -26,7 +26,14 @@ from pydicom.uid import (
 )
 
 from CXRWeakLocLib.errors import RadiographError
-from CXRWeakLocLib.radiograph import MAX_PIXELS, file_stem, find_radiographs, read_radiograph
+from CXRWeakLocLib.radiograph import (
+    MAX_PIXELS,
+    DisplayOrientation,
+    display_orientation,
+    file_stem,
+    find_radiographs,
+    read_radiograph,
+)
 
 ROWS, COLUMNS = 40, 56  # non-square, so that a transposition shows
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -499,3 +506,50 @@ def test_real_png_and_jpeg(relative, size):
     assert radiograph.size == size
     assert 0.0 <= radiograph.pixels.min() < 0.1 and 0.9 < radiograph.pixels.max() <= 1.0
     assert radiograph.pixels.std() > 0.05
+
+
+# ------------------------------------------------------------ display orientation
+#: A stored image for each Patient Orientation, built from the display image C by its
+#: definition: (direction along a row, direction down a column) in patient terms,
+#: where C runs towards the patient's left along a row and towards the feet down a column.
+STORED_FROM_DISPLAY = {
+    ("L", "F"): lambda c: c,
+    ("R", "F"): lambda c: c[:, ::-1],
+    ("L", "H"): lambda c: c[::-1],
+    ("R", "H"): lambda c: c[::-1, ::-1],
+    ("F", "L"): lambda c: c.T,
+    ("F", "R"): lambda c: c[:, ::-1].T,
+    ("H", "L"): lambda c: c[::-1].T,
+    ("H", "R"): lambda c: c[::-1, ::-1].T,
+}
+
+
+@pytest.mark.parametrize("values", sorted(STORED_FROM_DISPLAY))
+def test_patient_orientation_brings_the_stored_image_to_display(values):
+    display = np.arange(6 * 9).reshape(6, 9)
+    stored = STORED_FROM_DISPLAY[values](display)
+    orientation = display_orientation(list(values))
+    np.testing.assert_array_equal(orientation.to_display(stored), display)
+    np.testing.assert_array_equal(orientation.from_display(display), stored)
+    assert orientation.display_size(stored.shape) == display.shape
+    assert orientation.is_identity == (values == ("L", "F"))
+
+
+@pytest.mark.parametrize("values", [None, [], ["L"], ["", "F"], ["A", "F"], ["P", "H"],
+                                    ["L", "R"]])
+def test_orientation_without_a_frontal_meaning_is_left_as_stored(values):
+    assert display_orientation(values) == DisplayOrientation()
+
+
+def test_oblique_orientation_follows_its_dominant_letter():
+    assert display_orientation(["RP", "FL"]) == DisplayOrientation(flip_columns=True)
+
+
+def test_real_dicom_stored_mirrored_is_read_as_stored_with_its_orientation(tmp_path):
+    original = read_radiograph(shared_path("fixtures/dicom/siim_cxr.dcm"))
+    mirrored = read_radiograph(mirrored_copy_of_the_real_dicom(tmp_path, ["R", "F"]))
+    np.testing.assert_array_equal(mirrored.pixels, original.pixels[:, ::-1])
+    assert mirrored.orientation == DisplayOrientation(flip_columns=True)
+    assert original.orientation.is_identity
+    np.testing.assert_array_equal(mirrored.orientation.to_display(mirrored.pixels),
+                                  original.pixels)

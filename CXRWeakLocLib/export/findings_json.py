@@ -1,6 +1,7 @@
 """``findings.json``: the machine-readable record of one radiograph's results.
 
-It holds the input (path, sha256, size, spacing), the model, the mask rule, every
+It holds the input (path, sha256, size, spacing, how it was turned for the model:
+``display_orientation``), the model, the mask rule, every
 finding of the model (probability, threshold, positive, exported; mask area and
 boxes ``[x, y, w, h]`` for the exported ones) and the files written beside it.
 Areas in mm^2 are null when the pixel spacing is unknown.
@@ -53,6 +54,7 @@ def findings_record(
             "columns": columns,
             "spacing_mm": {"column": radiograph.spacing[0], "row": radiograph.spacing[1]},
             "spacing_known": radiograph.spacing_known,
+            "display_orientation": str(radiograph.orientation),
         },
         "model": {"name": result.model_name, "version": result.model_version,
                   "method": result.method},
