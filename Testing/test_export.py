@@ -209,7 +209,8 @@ def test_findings_json_content(tmp_path, radiograph, result):
     record = read_json(layout)
     assert record["input"] == {
         "path": "/data/patient 1.png", "sha256": "ab" * 32, "rows": 96, "columns": 128,
-        "spacing_mm": {"column": 0.7, "row": 0.5}, "spacing_known": True, "display_orientation": "as stored",
+        "spacing_mm": {"column": 0.7, "row": 0.5}, "spacing_known": True,
+        "display_orientation": "as stored",
     }
     assert record["model"] == {"name": "tiny-test", "version": "1.2.3", "method": "cam"}
     assert record["mask_rule"] == MaskRule().to_dict()
