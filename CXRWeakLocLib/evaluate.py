@@ -311,7 +311,7 @@ def _score_columns(score: LocalizationScore) -> dict:
     """The per-region columns of ``per_image.csv``."""
     return {"iou_pixel": round(score.iou_pixel, 5), "iou_box": round(score.iou_box, 5),
             "ior": round(score.ior, 5), "poi_coverage": round(score.poi_coverage, 5),
-            "pointing_hit": int(score.pointing_hit), "ncc": round(score.ncc, 5)}
+            "pointing_hit": round(score.pointing_hit, 5), "ncc": round(score.ncc, 5)}
 
 
 def _floor_scores(inputs: list[tuple[str, tuple, np.ndarray]]

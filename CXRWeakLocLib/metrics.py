@@ -142,6 +142,9 @@ class LocalizationScore:
 
     ``ior`` and ``poi_precision`` are the same number (``|P & G| / |P|``), kept
     under both names the papers use; ``poi_coverage`` is ``|P & G| / |G|``.
+    ``pointing_hit`` is 1 when the map's maximum lies in the region, 0 when not; a
+    map with tied maxima (a plateau) scores the fraction of them that do, i.e. the
+    expected hit of a random tie-break, not whichever maximum comes first.
     """
 
     iou_pixel: float
@@ -149,7 +152,7 @@ class LocalizationScore:
     ior: float
     poi_precision: float
     poi_coverage: float
-    pointing_hit: bool
+    pointing_hit: float
     ncc: float
 
 
@@ -168,7 +171,7 @@ def score_localization(
 
     Pixel IoU compares the rule's mask with ``gt_mask``; box IoU is the best IoU of
     a connected component's box with the bounding box of ``gt_mask``. The pointing
-    game takes the first maximum of the heatmap in row-major order.
+    game counts tied maxima fairly (see :class:`LocalizationScore`).
     """
     heatmap = np.asarray(heatmap, dtype=np.float64)
     gt_mask = np.asarray(gt_mask, dtype=bool)
@@ -182,14 +185,14 @@ def score_localization(
     n_predicted = int(np.count_nonzero(predicted))
     precision = intersection / n_predicted if n_predicted else 0.0
     gt_box = mask_bounding_box(gt_mask)
-    peak = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    peaks = heatmap == heatmap.max()
     return LocalizationScore(
         iou_pixel=intersection / union,
         iou_box=max((box_iou(box, gt_box) for box in mask_boxes(predicted)), default=0.0),
         ior=precision,
         poi_precision=precision,
         poi_coverage=intersection / int(np.count_nonzero(gt_mask)),
-        pointing_hit=bool(gt_mask[peak]),
+        pointing_hit=float(np.count_nonzero(peaks & gt_mask) / np.count_nonzero(peaks)),
         ncc=_ncc(heatmap, gt_mask),
     )
 

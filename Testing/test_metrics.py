@@ -153,9 +153,20 @@ def test_pointing_game_in_and_out():
     gt = box_to_mask((1, 1, 2, 2), (5, 5))
     heatmap = np.zeros((5, 5))
     heatmap[2, 2] = 1.0
-    assert score_localization(heatmap, gt, RULE).pointing_hit is True
+    assert score_localization(heatmap, gt, RULE).pointing_hit == 1.0
     heatmap[4, 4] = 2.0
-    assert score_localization(heatmap, gt, RULE).pointing_hit is False
+    assert score_localization(heatmap, gt, RULE).pointing_hit == 0.0
+
+
+def test_pointing_game_counts_a_plateau_of_maxima_fairly():
+    """Tied maxima score the fraction inside the region, whatever their order."""
+    gt = box_to_mask((1, 1, 2, 2), (5, 5))  # rows 1-2, columns 1-2
+    heatmap = np.zeros((5, 5))
+    heatmap[0, 0] = heatmap[0, 1] = 1.0  # first in row-major order: outside
+    heatmap[1, 1] = heatmap[2, 2] = 1.0  # inside
+    assert score_localization(heatmap, gt, RULE).pointing_hit == pytest.approx(0.5)
+    constant = np.full((5, 5), 0.3)  # every pixel ties: the region's share of the image
+    assert score_localization(constant, gt, RULE).pointing_hit == pytest.approx(4 / 25)
 
 
 def test_ncc_is_one_for_the_mask_and_minus_one_for_its_inverse():
