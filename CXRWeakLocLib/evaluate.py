@@ -10,6 +10,7 @@ Each ground-truth box or mask is scored on the heatmap of its own finding (the
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -39,8 +40,8 @@ from .metrics import (
 )
 from .radiograph import Radiograph, read_radiograph
 
-__all__ = ["EvaluationReport", "Comparison", "compare_evaluations", "evaluate_model",
-           "parse_mask_rule", "SWEEP_RULES"]
+__all__ = ["EvaluationReport", "Comparison", "CrossValidatedChoice", "compare_evaluations",
+           "cross_validate_choice", "evaluate_model", "parse_mask_rule", "SWEEP_RULES"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,26 @@ def parse_mask_rule(text: str) -> MaskRule:
 
 
 @dataclass
+class CrossValidatedChoice:
+    """The rule choice scored on patients it was not made on (the optimism it hides).
+
+    The regions are split into ``folds`` by patient; each fold is scored under the
+    sweep's best rule on the other folds. ``localization`` pools those held-out scores.
+    """
+
+    folds: int
+    mode: str
+    rules: list[str]
+    localization: LocalizationReport
+
+    def to_dict(self) -> dict:
+        mean = self.localization.mean
+        return {"folds": self.folds, "chosen_in_mode": self.mode, "rules": self.rules,
+                **{f"{prefix}iou_accuracy_0.3": mean.accuracy(mode)[0.3]
+                   for mode, prefix in HEADLINE_PREFIX.items()}}
+
+
+@dataclass
 class EvaluationReport:
     """Everything ``evaluate`` measured, with the protocol it was measured under."""
 
@@ -89,6 +110,8 @@ class EvaluationReport:
     sweep: list[dict] = field(default_factory=list)
     #: the mode the mask rule was chosen in on this set (the best of ``sweep``); None: given
     rule_chosen_in: str | None = None
+    #: scores when each patient fold's rule is chosen on the other folds (choose_rule only)
+    cross_validated: CrossValidatedChoice | None = None
     rows: list[dict] = field(default_factory=list)
 
     @property
@@ -111,6 +134,8 @@ class EvaluationReport:
             "iou_accuracy_0.3_minus_floor": {m: asdict(i) for m, i in self.above_floor.items()},
             "classification": self.classification.to_dict(),
             "mask_rule_sweep": self.sweep,
+            "mask_rule_cross_validated": (self.cross_validated.to_dict()
+                                          if self.cross_validated else None),
         }
 
     def headline(self) -> dict:
@@ -128,6 +153,10 @@ class EvaluationReport:
             values.update(mtiou=mean.mtiou_pixel, box_mtiou=mean.mtiou_box,
                           pointing=mean.pointing, poi_precision=mean.poi_precision,
                           poi_coverage=mean.poi_coverage)
+        if self.cross_validated:
+            for mode, prefix in HEADLINE_PREFIX.items():
+                values[f"cv_{prefix}iou_accuracy_0.3"] = (
+                    self.cross_validated.localization.mean.accuracy(mode)[0.3])
         for mode, prefix in HEADLINE_PREFIX.items():
             if mode in self.intervals:
                 interval = self.intervals[mode]
@@ -164,6 +193,14 @@ class EvaluationReport:
                       f"pointing game {mean.pointing:.3f}; IoR/PoI-precision "
                       f"{mean.poi_precision:.3f}; PoI-coverage {mean.poi_coverage:.3f}; "
                       f"NCC {mean.ncc:.3f}", ""]
+        if self.cross_validated:
+            cv = self.cross_validated
+            figures = ", ".join(f"{mode} {cv.localization.mean.accuracy(mode)[0.3]:.3f}"
+                                for mode in MODES)
+            lines += [f"Mean IoU-accuracy at T(IoU)=0.3 with the rule chosen on other patients "
+                      f"({cv.folds} patient folds, each scored under the best {cv.mode}-mode "
+                      f"rule of the others: {', '.join(f'`{r}`' for r in cv.rules)}): "
+                      f"{figures}.", ""]
         for mode, interval in self.intervals.items():
             lines += [f"Mean IoU-accuracy at T(IoU)=0.3, {mode} mode: {interval.estimate:.3f}, "
                       f"{interval.level:.0%} bootstrap interval {interval.low:.3f}-"
@@ -240,6 +277,7 @@ def evaluate_model(
     scores: list[list[tuple[str, LocalizationScore]]] = [[] for _ in rules]
     floor_inputs: list[tuple[str, tuple, np.ndarray]] = []  # regions that have a box
     probabilities, labels, regions = [], [], []
+    patients: list[str] = []  # the patient of each scored region (folds never split one)
 
     bar = tqdm(total=len(records), desc="evaluate", unit="image", disable=not progress)
     for chunk in _batches(records, batch_size):
@@ -265,6 +303,7 @@ def evaluate_model(
                     )
                 regions.append({"image": record.id, "finding": annotation.finding,
                                 "probability": round(float(p[index]), 5)})
+                patients.append(record.meta.get("patient") or record.id)
                 if annotation.box is not None:
                     floor_inputs.append((annotation.finding, annotation.box, gt))
         bar.update(len(chunk))
@@ -300,6 +339,8 @@ def evaluate_model(
             for mode in MODES} if paired_floor else {},
         sweep=swept,
         rule_chosen_in=choose_in if choose_rule else None,
+        cross_validated=(cross_validate_choice(rules[1:], scores[1:], patients, choose_in)
+                         if choose_rule else None),
         rows=[{**region, **_score_columns(score), **floor}
               for region, (_, score), floor in zip(regions, main, floor_columns, strict=True)],
     )
@@ -339,6 +380,37 @@ def _sweep_row(rule: MaskRule, scores: list[tuple[str, LocalizationScore]]) -> d
                     name: summary.accuracy(mode)[0.3]
                     for name, summary in report.findings.items()}}
     return row
+
+
+def _fold(patient: str, folds: int) -> int:
+    return int(hashlib.sha256(patient.encode()).hexdigest()[:8], 16) % folds
+
+
+def cross_validate_choice(rules: Sequence[MaskRule],
+                          scores: Sequence[list[tuple[str, LocalizationScore]]],
+                          patients: Sequence[str], mode: str, folds: int = 5
+                          ) -> CrossValidatedChoice | None:
+    """Score each patient fold under the rule the other folds choose (best at 0.3 in ``mode``).
+
+    ``scores[r][i]`` is region ``i`` under ``rules[r]``; ``patients[i]`` its patient.
+    None when fewer than two folds hold regions.
+    """
+    fold_of = [_fold(patient, folds) for patient in patients]
+    used = sorted(set(fold_of))
+    if len(used) < 2:
+        return None
+    held_out: list[tuple[int, tuple[str, LocalizationScore]]] = []
+    chosen: list[str] = []
+    for fold in used:
+        rows = [_sweep_row(rule, [s for s, f in zip(rule_scores, fold_of, strict=True)
+                                  if f != fold])
+                for rule, rule_scores in zip(rules, scores, strict=True)]
+        best = max(range(len(rules)), key=lambda r: _sweep_key(rows[r], mode))
+        chosen.append(str(rules[best]))
+        held_out += [(i, s) for i, (s, f) in enumerate(zip(scores[best], fold_of, strict=True))
+                     if f == fold]
+    pooled = [score for _, score in sorted(held_out, key=lambda item: item[0])]
+    return CrossValidatedChoice(len(used), mode, chosen, LocalizationReport.from_scores(pooled))
 
 
 def best_sweep_rule(report: EvaluationReport, mode: str = CHOOSE_MODE) -> MaskRule:

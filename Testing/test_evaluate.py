@@ -20,13 +20,14 @@ from CXRWeakLocLib.evaluate import (
     MODES,
     best_sweep_rule,
     compare_evaluations,
+    cross_validate_choice,
     evaluate_model,
     parse_mask_rule,
 )
 from CXRWeakLocLib.findings import CHESTXRAY14
 from CXRWeakLocLib.localize import Localizer
 from CXRWeakLocLib.masks import MaskRule
-from CXRWeakLocLib.metrics import annotation_mask
+from CXRWeakLocLib.metrics import LocalizationReport, LocalizationScore, annotation_mask
 from CXRWeakLocLib.radiograph import read_radiograph
 
 
@@ -245,3 +246,59 @@ def test_chexpert_without_chexlocalize_gives_labels_only(tmp_path, caplog):
     records = read_dataset("chexpert", tmp_path, annotations=True)
     assert len(records) == 2 and not any(r.annotations for r in records)
     assert "gt_segmentations_val.json" in caplog.text
+
+
+def _score(iou: float) -> LocalizationScore:
+    return LocalizationScore(iou_pixel=iou, iou_box=iou, ior=iou, poi_precision=iou,
+                             poi_coverage=iou, pointing_hit=1.0, ncc=0.0)
+
+
+def _patients_in_two_folds(folds: int = 5) -> tuple[str, str]:
+    from CXRWeakLocLib.evaluate import _fold
+
+    names = [f"patient-{i}" for i in range(50)]
+    first = names[0]
+    return first, next(n for n in names if _fold(n, folds) != _fold(first, folds))
+
+
+def test_cross_validated_choice_exposes_a_rule_that_only_fits_its_own_patients():
+    """Rule A hits patient 1's boxes only, rule B patient 2's: chosen on the other
+    patient, each fold gets the wrong rule, so the held-out figure is 0 while the best
+    rule on all of them scores 0.5."""
+    one, two = _patients_in_two_folds()
+    patients = [one, one, two, two]
+    rules = [MaskRule("fraction_of_max", 0.5), MaskRule("otsu", 0.0)]
+    scores = [[("Mass", _score(v)) for v in (0.9, 0.9, 0.0, 0.0)],
+              [("Mass", _score(v)) for v in (0.0, 0.0, 0.9, 0.9)]]
+    for mode in MODES:
+        cv = cross_validate_choice(rules, scores, patients, mode)
+        assert cv.folds == 2 and sorted(cv.rules) == sorted(map(str, rules))
+        assert cv.localization.mean.accuracy(mode)[0.3] == 0.0
+    assert cross_validate_choice(rules, scores, [one] * 4, "box") is None  # one fold
+
+
+def test_cross_validated_choice_of_a_rule_that_fits_everyone_is_that_rule():
+    patients = [f"patient-{i}" for i in range(20)]
+    rules = [MaskRule("fraction_of_max", 0.5), MaskRule("otsu", 0.0)]
+    good = [0.6 if i % 3 else 0.1 for i in range(20)]
+    scores = [[("Mass", _score(v)) for v in good], [("Mass", _score(v / 2)) for v in good]]
+    cv = cross_validate_choice(rules, scores, patients, "box")
+    assert set(cv.rules) == {str(rules[0])}
+    expected = LocalizationReport.from_scores(scores[0]).mean.accuracy("box")[0.3]
+    assert cv.localization.mean.accuracy("box")[0.3] == pytest.approx(expected)
+
+
+def test_choosing_a_rule_reports_the_cross_validated_figure(report, synthetic_set, tiny_model,
+                                                             tmp_path):
+    swept, _ = report
+    assert swept.cross_validated is None and "cv_box_iou_accuracy_0.3" not in swept.headline()
+    chosen = evaluate_model("synthetic", synthetic_set, str(tiny_model), tmp_path / "c",
+                            device="cpu", choose_rule=True, progress=False)
+    cv = chosen.cross_validated
+    assert cv is not None and cv.folds >= 2 and cv.mode == CHOOSE_MODE
+    assert cv.localization.mean.count == chosen.boxes
+    head = chosen.headline()
+    assert head["cv_box_iou_accuracy_0.3"] == cv.localization.mean.accuracy("box")[0.3]
+    saved = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert saved["mask_rule_cross_validated"]["rules"] == cv.rules
+    assert "chosen on other patients" in (tmp_path / "c" / "metrics.md").read_text()
