@@ -11,7 +11,8 @@ Steps, all through the engine (no private metric code):
 1. ``runs/ham/model`` -> ``Resources/Models/ham`` (weights untouched).
 2. ``evaluate_model(..., choose_rule=True)`` on ``dev_bbox_list.txt`` ->
    ``results/eval/ham``: every rule of ``--sweep-mask-rules`` scored in one pass,
-   :func:`best_sweep_rule` picks the rule (best IoU-accuracy at 0.3, mTIoU breaks ties).
+   :func:`best_sweep_rule` picks the rule (best box-mode IoU-accuracy at 0.3, mTIoU
+   breaks ties).
    The dev boxes choose the rule, so the dev numbers are optimistic for the rule by
    the same amount as every model's whose rule is chosen this way (``cam`` too).
 3. The card gets that rule; ``evaluate_model`` with it -> ``results/eval/ham``
@@ -38,7 +39,7 @@ from torch.utils.data import DataLoader
 from CXRWeakLocLib.checkpoint import SHIPPED_MODELS_DIR, load_model, read_card, update_card
 from CXRWeakLocLib.data.dataset import records_dataset
 from CXRWeakLocLib.data.sources import load_records
-from CXRWeakLocLib.evaluate import evaluate_model
+from CXRWeakLocLib.evaluate import CHOOSE_MODE, evaluate_model
 from CXRWeakLocLib.metrics import roc_auc
 from CXRWeakLocLib.train.config import load_config
 from CXRWeakLocLib.train.ham_loss import anomaly_targets
@@ -106,8 +107,9 @@ def main() -> None:
     metrics["dev_bbox"] = {
         **report.headline(),
         "split": "nih-mini dev_bbox_list.txt",
-        "mask_rule": rule.to_dict(),
-        "mask_rule_chosen_on": "the same dev boxes (--sweep-mask-rules)",
+        "mask_rule": str(rule),
+        "mask_rule_chosen_on": f"the same dev boxes (--sweep-mask-rules, best {CHOOSE_MODE}-mode "
+                               "IoU-accuracy at 0.3)",
         "protocol": "each box scored on its own finding's HAM heatmap (oracle class)",
         "anomaly_roc_auc": None,
         "anomaly_roc_auc_note": "undefined on dev (every dev image has a finding); "
