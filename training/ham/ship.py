@@ -73,12 +73,13 @@ def anomaly_auc_on_validation(config_path: Path, model_folder: Path) -> dict:
 
 def init_source(training: dict) -> dict:
     """What the run started from: a model folder, or a checkpoint file with its epoch."""
-    path = Path(training["config"]["model"]["init_from"])
+    path = (CONFIG.parent / training["config"]["model"]["init_from"]).resolve()
+    shown = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
     if path.suffix != ".safetensors":
-        return {"path": str(path), "what": "the shipped model's weights (matching tensors)"}
+        return {"path": shown, "what": "the shipped model's weights (matching tensors)"}
     with safe_open(str(path), "pt") as handle:
         meta = handle.metadata() or {}
-    return {"path": str(path), "what": "an interim checkpoint (matching tensors)", **meta}
+    return {"path": shown, "what": "an interim checkpoint (matching tensors)", **meta}
 
 
 def main() -> None:

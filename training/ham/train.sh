@@ -9,4 +9,4 @@ if [ ! -f "$init/model.safetensors" ]; then
     .venv/bin/python training/ham/init_weights.py runs/cam/last "$init"
 fi
 exec .venv/bin/cxrweakloc train --config training/configs/ham_nih_mini.toml \
-    --set "model.init_from=\"$PWD/$init\"" "$@"
+    --set "model.init_from=\"../../$init\"" "$@"   # relative to the config's folder
