@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data.records import ImageRecord, label_vector
+from .data.records import ImageRecord, label_vector, patient_key
 from .data.sources import read_dataset
 from .errors import CXRWeakLocError
 from .files import atomic_write_text, ensure_folder, partial_path
@@ -59,6 +59,11 @@ SWEEP_RULES: tuple[MaskRule, ...] = (
     MaskRule("otsu", 0.0),
     *(MaskRule("top_fraction", v) for v in (0.1, 0.2, 0.3, 0.4)),
 )
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise CXRWeakLocError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
 
 
 def parse_mask_rule(text: str) -> MaskRule:
@@ -263,8 +268,7 @@ def evaluate_model(
     which is how a model's rule is chosen on a dev set: by its IoU-accuracy in mode
     ``choose_in`` (box mode for expert boxes; pixel mode where the truth is an exact mask).
     """
-    if choose_in not in MODES:
-        raise CXRWeakLocError(f"unknown mode {choose_in!r} (known: {', '.join(MODES)})")
+    _check_mode(choose_in)
     records = read_dataset(dataset, Path(root), images_list, annotations=True)
     if not records:
         raise CXRWeakLocError(f"{root}: no images to evaluate")
@@ -303,7 +307,7 @@ def evaluate_model(
                     )
                 regions.append({"image": record.id, "finding": annotation.finding,
                                 "probability": round(float(p[index]), 5)})
-                patients.append(record.meta.get("patient") or record.id)
+                patients.append(patient_key(record))
                 if annotation.box is not None:
                     floor_inputs.append((annotation.finding, annotation.box, gt))
         bar.update(len(chunk))
@@ -399,7 +403,7 @@ def cross_validate_choice(rules: Sequence[MaskRule],
     used = sorted(set(fold_of))
     if len(used) < 2:
         return None
-    held_out: list[tuple[int, tuple[str, LocalizationScore]]] = []
+    held_out: list[tuple[str, LocalizationScore]] = []
     chosen: list[str] = []
     for fold in used:
         rows = [_sweep_row(rule, [s for s, f in zip(rule_scores, fold_of, strict=True)
@@ -407,10 +411,8 @@ def cross_validate_choice(rules: Sequence[MaskRule],
                 for rule, rule_scores in zip(rules, scores, strict=True)]
         best = max(range(len(rules)), key=lambda r: _sweep_key(rows[r], mode))
         chosen.append(str(rules[best]))
-        held_out += [(i, s) for i, (s, f) in enumerate(zip(scores[best], fold_of, strict=True))
-                     if f == fold]
-    pooled = [score for _, score in sorted(held_out, key=lambda item: item[0])]
-    return CrossValidatedChoice(len(used), mode, chosen, LocalizationReport.from_scores(pooled))
+        held_out += [s for s, f in zip(scores[best], fold_of, strict=True) if f == fold]
+    return CrossValidatedChoice(len(used), mode, chosen, LocalizationReport.from_scores(held_out))
 
 
 def best_sweep_rule(report: EvaluationReport, mode: str = CHOOSE_MODE) -> MaskRule:
@@ -506,8 +508,7 @@ def compare_evaluations(first: Path, second: Path, threshold: float = 0.3,
     :func:`~CXRWeakLocLib.metrics.paired_iou_accuracy_difference` of their IoUs in
     ``mode`` (``pixel`` or ``box``, see :data:`MODES`).
     """
-    if mode not in MODES:
-        raise CXRWeakLocError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
+    _check_mode(mode)
     column = f"iou_{mode}"
     (name_a, rows_a), (name_b, rows_b) = _evaluation_rows(first), _evaluation_rows(second)
     keys_a, keys_b = _region_keys(rows_a), _region_keys(rows_b)
@@ -536,7 +537,8 @@ def _evaluation_rows(folder: Path) -> tuple[str, list[dict]]:
         with table.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
         for row in rows:
-            float(row["iou_pixel"]), float(row["iou_box"])
+            for mode in MODES:
+                float(row[f"iou_{mode}"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise CXRWeakLocError(f"{folder}: unreadable evaluation ({error})") from None
     return name, rows

@@ -14,6 +14,7 @@ from pathlib import Path
 from CXRWeakLocLib.checkpoint import read_card, shipped_models
 from CXRWeakLocLib.evaluate import HEADLINE_PREFIX
 from CXRWeakLocLib.masks import MaskRule
+from CXRWeakLocLib.metrics import Interval
 
 DM_RESULTS = Path(__file__).resolve().parent / "dm" / "RESULTS.md"
 #: Published IoU-accuracy at T(IoU) 0.3 / 0.5 / 0.7 on ChestX-ray14 (METHODS.md).
@@ -57,7 +58,7 @@ def _difference_cell(value, interval) -> str:
     """``+0.045 (+0.016 to +0.073)``: a paired difference and its 95% interval."""
     if value is None or not interval:
         return "-"
-    return f"{value:+.3f} ({interval[0]:+.3f} to {interval[1]:+.3f})"
+    return Interval(value, interval[0], interval[1], 0.95).as_difference()
 
 
 def _mode_cells(dev: dict, prefix: str) -> list[str]:

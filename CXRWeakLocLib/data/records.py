@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Annotation", "ImageRecord", "label_vector"]
+__all__ = ["Annotation", "ImageRecord", "label_vector", "patient_key"]
 
 
 @dataclass
@@ -44,6 +44,11 @@ class ImageRecord:
     annotations: list[Annotation] = field(default_factory=list)
     pixels: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+
+
+def patient_key(record: ImageRecord) -> str:
+    """The patient an image belongs to (its id when the dataset names no patient)."""
+    return record.meta.get("patient") or record.id
 
 
 def label_vector(record: ImageRecord, findings: list[str]) -> tuple[np.ndarray, np.ndarray]:

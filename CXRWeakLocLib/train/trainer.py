@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..checkpoint import WEIGHTS_FILE, ModelCard, save_model, training_lineage
 from ..data.dataset import records_dataset
-from ..data.records import ImageRecord
+from ..data.records import ImageRecord, patient_key
 from ..data.sources import load_records
 from ..errors import ConfigError
 from ..findings import CHESTXRAY14
@@ -86,7 +86,7 @@ def split_by_patient(
         return list(records), []
 
     def bucket(record: ImageRecord) -> float:
-        key = f"{seed}:{record.meta.get('patient') or record.id}".encode()
+        key = f"{seed}:{patient_key(record)}".encode()
         return int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF
 
     train = [r for r in records if bucket(r) >= val_fraction]
