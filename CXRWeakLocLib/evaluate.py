@@ -499,31 +499,52 @@ class Comparison:
                 f"{self.difference.level:.0%} CI) over {self.regions} regions: {self.verdict}")
 
 
-def compare_evaluations(first: Path, second: Path, threshold: float = 0.3,
-                        mode: str = "pixel") -> Comparison:
+def compare_evaluations(first: Path | Sequence[Path], second: Path | Sequence[Path],
+                        threshold: float = 0.3, mode: str = "pixel") -> Comparison:
     """Compare two ``evaluate`` output folders region by region (paired bootstrap).
 
     Both must have scored the same ground-truth regions (same images, same boxes): the
     ``per_image.csv`` rows are matched on image and finding, in order. The interval is
     :func:`~CXRWeakLocLib.metrics.paired_iou_accuracy_difference` of their IoUs in
-    ``mode`` (``pixel`` or ``box``, see :data:`MODES`).
+    ``mode`` (``pixel`` or ``box``, see :data:`MODES`). A side given as several folders
+    (runs of one recipe, e.g. training seeds) is scored by its mean over the runs.
     """
     _check_mode(mode)
     column = f"iou_{mode}"
-    (name_a, rows_a), (name_b, rows_b) = _evaluation_rows(first), _evaluation_rows(second)
-    keys_a, keys_b = _region_keys(rows_a), _region_keys(rows_b)
-    if keys_a != keys_b:
+    sides = [_runs_side(side, column) for side in (first, second)]
+    (name_a, keys, ious_a), (name_b, keys_b, ious_b) = sides
+    if keys != keys_b:
         raise CXRWeakLocError(
-            f"{first} and {second} did not score the same regions ({len(keys_a)} vs "
-            f"{len(keys_b)}, {len(set(keys_a) ^ set(keys_b))} not in both): evaluate both "
+            f"{first} and {second} did not score the same regions ({len(keys)} vs "
+            f"{len(keys_b)}, {len(set(keys) ^ set(keys_b))} not in both): evaluate both "
             "models on the same dataset and images list")
-    by_key_b = dict(zip(keys_b, rows_b, strict=True))
-    pairs = [(row["finding"], float(row[column]), float(by_key_b[key][column]))
-             for key, row in zip(keys_a, rows_a, strict=True)]
+    pairs = [(finding, ious_a[index], ious_b[index])
+             for index, (_, finding, _) in enumerate(keys)]
     if not pairs:
         raise CXRWeakLocError(f"{first}: no scored regions to compare")
     return Comparison(name_a, name_b, len(pairs), threshold, mode,
                       paired_iou_accuracy_difference(pairs, threshold))
+
+
+def _runs_side(folders: Path | Sequence[Path], column: str
+               ) -> tuple[str, list[tuple[str, str, int]], list[list[float]]]:
+    """One side of a comparison: its name, region keys, and each region's IoUs (one per run)."""
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    if not folders:
+        raise CXRWeakLocError("compare: no evaluate folder given")
+    names, keys, ious = [], None, None
+    for folder in folders:
+        name, rows = _evaluation_rows(folder)
+        by_key = dict(zip(_region_keys(rows), rows, strict=True))
+        if keys is None:
+            keys, ious = list(by_key), [[] for _ in by_key]
+        elif set(by_key) != set(keys):
+            raise CXRWeakLocError(f"{folders[0]} and {folder} did not score the same regions: "
+                                  "runs of one side must be evaluated on the same images")
+        for values, key in zip(ious, keys, strict=True):
+            values.append(float(by_key[key][column]))
+        names.append(name)
+    return (names[0] if len(folders) == 1 else f"{names[0]} ({len(folders)} runs)"), keys, ious
 
 
 def _evaluation_rows(folder: Path) -> tuple[str, list[dict]]:

@@ -261,7 +261,7 @@ def mean_iou_accuracy_interval(
 
 
 def paired_iou_accuracy_difference(
-    pairs: Iterable[tuple[str, float, float]],
+    pairs: Iterable[tuple[str, float | Sequence[float], float | Sequence[float]]],
     threshold: float = 0.3,
     level: float = 0.95,
     samples: int = 2000,
@@ -274,13 +274,21 @@ def paired_iou_accuracy_difference(
     regions for A and B, so what the two share (an easy box, a hard box) cancels: the
     interval is far narrower than the two separate intervals suggest. An interval above
     0 means A is better than B on boxes like these.
+
+    A side may give several IoUs per region (several runs of one recipe, e.g. training
+    seeds): its hit on the region is then the fraction of runs that reach ``threshold``,
+    and the difference is that of the recipes' mean IoU-accuracy over their runs.
     """
     differences: dict[str, list[float]] = {}
     for finding, iou_a, iou_b in pairs:
         differences.setdefault(finding, []).append(
-            float(_reaches(np.float64(iou_a), threshold))
-            - float(_reaches(np.float64(iou_b), threshold)))
+            _hit_fraction(iou_a, threshold) - _hit_fraction(iou_b, threshold))
     return _finding_mean_interval(differences, level, samples, seed)
+
+
+def _hit_fraction(ious: float | Sequence[float], threshold: float) -> float:
+    """The fraction of a region's IoUs (one per run) that reach ``threshold``."""
+    return float(np.mean(_reaches(np.asarray(ious, dtype=np.float64), threshold)))
 
 
 def _finding_mean_interval(values: dict[str, list[float]], level: float, samples: int,

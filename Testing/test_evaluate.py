@@ -193,6 +193,9 @@ def test_compare_two_evaluations_region_by_region(report, synthetic_set, tiny_mo
     assert box.difference.estimate == pytest.approx(box_at_03[0] - box_at_03[1])
     itself = compare_evaluations(first, first)
     assert itself.difference.estimate == 0 and itself.verdict == "no clear difference"
+    two_runs = compare_evaluations([first, second], second, mode="box")  # runs of one recipe
+    assert two_runs.difference.estimate == pytest.approx(box.difference.estimate / 2)
+    assert two_runs.first.endswith("(2 runs)") and two_runs.regions == box.regions
 
     cli = [sys.executable, "-m", "CXRWeakLocLib", "compare"]
     done = subprocess.run([*cli, str(first), str(second)], capture_output=True, text=True)
@@ -206,6 +209,8 @@ def test_compare_two_evaluations_region_by_region(report, synthetic_set, tiny_mo
         refused = subprocess.run([*cli, *bad], capture_output=True, text=True)
         assert refused.returncode != 0 and refused.stderr.count("\n") == 1, refused.stderr
         assert "Traceback" not in refused.stderr
+    with pytest.raises(CXRWeakLocError, match="same regions"):
+        compare_evaluations([first, fewer], second)
 
 
 def test_chestxray14_dev_boxes_are_read(nih_mini):

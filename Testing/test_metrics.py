@@ -360,3 +360,15 @@ def test_paired_difference_on_hand_built_regions():
     assert (same.estimate, same.low, same.high) == (0, 0, 0)  # identical models never differ
     better = paired_iou_accuracy_difference([("A", 0.5, 0.1)] * 20 + [("A", 0.1, 0.1)] * 20)
     assert better.low > 0 and better.estimate == pytest.approx(0.5)
+
+
+def test_paired_difference_of_several_runs_scores_their_hit_fraction():
+    from CXRWeakLocLib.metrics import paired_iou_accuracy_difference
+
+    # three runs of A: the first box reached by 2 of 3 runs, the second by none;
+    # B reaches the first box only
+    runs = paired_iou_accuracy_difference([("A", [0.5, 0.31, 0.2], 0.4), ("A", [0.1] * 3, 0.0)])
+    assert runs.estimate == pytest.approx(((2 / 3 - 1) + 0) / 2)
+    one_run = paired_iou_accuracy_difference([("A", [0.5], 0.4), ("A", [0.1], 0.0)])
+    assert one_run.estimate == paired_iou_accuracy_difference(
+        [("A", 0.5, 0.4), ("A", 0.1, 0.0)]).estimate == 0
