@@ -1,26 +1,16 @@
-"""Ship a trained HAM run: copy it into Resources/Models/ham, choose its mask rule on the
-dev boxes, evaluate, and write the measured numbers into its card.
+"""Ship a trained HAM run: ``training/ship_model.py``'s steps, plus what only HAM has.
 
 Usage (from the repository root, after ``cxrweakloc train --config
 training/configs/ham_nih_mini.toml``)::
 
-    flock /tmp/cxr-cpu.lock .venv/bin/python training/ham/ship.py
+    flock /tmp/cxr-cpu.lock .venv/bin/python training/ham/ship.py [--run RUN/model]
 
-Steps, all through the engine (no private metric code):
-
-1. ``runs/ham/model`` -> ``Resources/Models/ham`` (weights untouched).
-2. ``evaluate_model(..., choose_rule=True)`` on ``dev_bbox_list.txt`` ->
-   ``results/eval/ham``: every rule of ``--sweep-mask-rules`` scored in one pass,
-   :func:`best_sweep_rule` picks the rule (best box-mode IoU-accuracy at 0.3, mTIoU
-   breaks ties).
-   The dev boxes choose the rule, so the dev numbers are optimistic for the rule by
-   the same amount as every model's whose rule is chosen this way (``cam`` too).
-3. The card gets that rule; ``evaluate_model`` with it -> ``results/eval/ham``
-   (the ``cxrweakloc evaluate ... --model ham --out results/eval/ham`` run).
-4. ``metrics["dev_bbox"]`` = ``EvaluationReport.headline()`` + rule and protocol;
-   the anomaly ("any finding") ROC-AUC is measured on the run's validation split (the
-   patient split of the training list), because every dev image has a finding.
-5. ``training["init_from"]`` says what the run started from (for an interim ``cam``
+1. ``ship_model.install`` and ``ship_model.calibrate_and_measure``: the run's model
+   folder -> ``Resources/Models/ham``, its mask rule chosen on the dev boxes (box mode,
+   like every shipped model), the figures under it in ``metrics["dev_bbox"]``.
+2. The anomaly ("any finding") ROC-AUC, on the run's validation split (the patient
+   split of the training list): every dev image has a finding, so it is undefined there.
+3. ``training["init_from"]`` says what the run started from (for an interim ``cam``
    checkpoint written by ``init_weights.py``: its source and epoch).
 """
 
@@ -28,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +26,9 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import DataLoader
 
-from CXRWeakLocLib.checkpoint import SHIPPED_MODELS_DIR, load_model, read_card, update_card
+from CXRWeakLocLib.checkpoint import load_model, read_card, update_card
 from CXRWeakLocLib.data.dataset import records_dataset
 from CXRWeakLocLib.data.sources import load_records
-from CXRWeakLocLib.evaluate import CHOOSE_MODE, evaluate_model
 from CXRWeakLocLib.metrics import roc_auc
 from CXRWeakLocLib.train.config import load_config
 from CXRWeakLocLib.train.ham_loss import anomaly_targets
@@ -49,12 +38,18 @@ logger = logging.getLogger("ham.ship")
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "training" / "configs" / "ham_nih_mini.toml"
-DATA = REPO.parent / "shared" / "data" / "nih-mini"
+sys.path.insert(0, str(REPO / "training"))
+from ship_model import NIH_MINI, calibrate_and_measure, install  # noqa: E402
+from sync_lists import main as sync_lists  # noqa: E402
 
 
-def anomaly_auc_on_validation(config_path: Path, model_folder: Path) -> dict:
-    """ROC-AUC of the anomaly head on the run's validation split (image-level labels)."""
-    config = load_config(config_path)
+def anomaly_auc_on_validation(model_folder: Path) -> dict:
+    """ROC-AUC of the anomaly head on the validation split its own run held out.
+
+    The split is drawn from the card's recorded run config (its seed and data section),
+    not from today's config file, which may name another seed.
+    """
+    config = load_config(CONFIG, overrides=read_card(model_folder).training["config"])
     _, validation = split_by_patient(load_records(config), config.data.val_fraction,
                                      config.run.seed)
     model = load_model(model_folder)
@@ -85,40 +80,26 @@ def init_source(training: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=REPO / "runs" / "ham" / "model")
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--results", type=Path, default=REPO / "results" / "eval")
+    parser.add_argument("--data", type=Path, default=NIH_MINI)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    folder = SHIPPED_MODELS_DIR / "ham"
-    if folder.exists():
-        shutil.rmtree(folder)
-    shutil.copytree(args.run, folder)
-    dev_list = args.data / "dev_bbox_list.txt"
-
-    report = evaluate_model("chestxray14", args.data, str(folder), args.results / "ham",
-                            images_list=dev_list, choose_rule=True)
-    rule = report.mask_rule
-    logger.info("mask rule chosen on the dev boxes: %s", rule)
-    update_card(folder, mask_rule=rule)
-    logger.info("%s", report.summary_line())
-    validation_anomaly = anomaly_auc_on_validation(CONFIG, folder)
-    metrics = dict(read_card(folder).metrics)
-    metrics["validation"] = {**metrics.get("validation", {}), **validation_anomaly}
+    folder = install(args.run, "ham", as_gradcam=False)
+    calibrate_and_measure(folder, "ham", args.data)
+    card = read_card(folder)
+    metrics = dict(card.metrics)
+    metrics["validation"] = {**metrics.get("validation", {}),
+                             **anomaly_auc_on_validation(folder)}
     metrics["dev_bbox"] = {
-        **report.headline(),
-        "split": "nih-mini dev_bbox_list.txt",
-        "mask_rule": str(rule),
-        "mask_rule_chosen_on": f"the same dev boxes (--sweep-mask-rules, best {CHOOSE_MODE}-mode "
-                               "IoU-accuracy at 0.3)",
+        **metrics["dev_bbox"],
         "protocol": "each box scored on its own finding's HAM heatmap (oracle class)",
         "anomaly_roc_auc": None,
         "anomaly_roc_auc_note": "undefined on dev (every dev image has a finding); "
                                 "see validation.anomaly_roc_auc",
     }
-    training = dict(read_card(folder).training)
-    training["init_from"] = init_source(training)
+    training = {**card.training, "init_from": init_source(card.training)}
     update_card(folder, metrics=metrics, training=training)
+    sync_lists()
     logger.info("card updated: %s", folder / "model.json")
 
 
