@@ -125,7 +125,7 @@ def _card_finding(entry: dict | str) -> str:
     if isinstance(entry, str):
         return finding_by_name(entry).name
     finding = finding_by_name(entry["name"])
-    if "code" in entry and entry["code"] != finding.code.value:
+    if "code" in entry and entry["code"] not in (finding.code.value, *finding.retired_codes):
         raise ValueError(
             f"finding {finding.name} has code {entry['code']}, expected {finding.code.value}"
         )

@@ -6,9 +6,14 @@ line (``pleural_effusion``) all resolve to the same :class:`Finding`.
 
 SNOMED CT concept ids: where DICOM PS3.16 lists the concept (checked against
 ``pydicom.sr.codedict``, which is generated from PS3.16), its code and meaning are
-used as DICOM gives them; the others are SNOMED CT International concept ids
-(browser.ihtsdotools.org). ``Resources/Terminology/CXRWeakLoc.term.json`` carries the
-same codes for Slicer; a test keeps the two in step.
+used as DICOM gives them; the others are SNOMED CT International concept ids as
+public SNOMED-coded data use them (no SNOMED CT release is available offline to check
+them against). Where no id could be confirmed, the finding has a code of our own
+private scheme :data:`PRIVATE_SCHEME` rather than a guess: Pleural_Thickening carried
+44608003 until 2026-11-22, which public SNOMED-coded data use for "Blood typing, RH
+typing" (a procedure). Cards written with such a retired code still load.
+``Resources/Terminology/CXRWeakLoc.term.json`` carries the same codes for Slicer; a test
+keeps the two in step.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ __all__ = [
     "UnknownFindingError",
     "finding_by_name",
     "CATEGORY",
+    "PRIVATE_SCHEME",
 ]
 
 
@@ -36,6 +42,10 @@ class Code:
     scheme: str
     meaning: str
 
+
+#: DICOM private coding scheme (designator prefix "99") of the concepts CXRWeakLoc defines;
+#: exports that use it describe it (DICOM-SEG: Coding Scheme Identification Sequence).
+PRIVATE_SCHEME = "99CXRWL"
 
 #: Segment category of every finding (DICOM CID 7150 / Slicer terminology).
 CATEGORY = Code("49755003", "SCT", "Morphologically Abnormal Structure")
@@ -50,6 +60,8 @@ class Finding:
     color: tuple[int, int, int]
     symmetric: bool = True
     aliases: tuple[str, ...] = ()
+    #: codes this finding carried in earlier versions (cards that hold them still load)
+    retired_codes: tuple[str, ...] = ()
 
     @property
     def color_float(self) -> tuple[float, float, float]:
@@ -57,8 +69,9 @@ class Finding:
         return tuple(c / 255.0 for c in self.color)  # type: ignore[return-value]
 
 
-def _f(name, value, meaning, color, symmetric=True, aliases=()):
-    return Finding(name, Code(value, "SCT", meaning), color, symmetric, tuple(aliases))
+def _f(name, value, meaning, color, symmetric=True, aliases=(), scheme="SCT", retired=()):
+    return Finding(name, Code(value, scheme, meaning), color, symmetric, tuple(aliases),
+                   tuple(retired))
 
 
 #: The 14 ChestX-ray14 findings in NIH's order (the label order of every shipped model).
@@ -78,8 +91,9 @@ CHESTXRAY14: tuple[Finding, ...] = (
     _f("Edema", "19242006", "Pulmonary edema", (100, 143, 255)),
     _f("Emphysema", "87433001", "Pulmonary emphysema", (120, 94, 240)),
     _f("Fibrosis", "112674009", "Fibrosis", (254, 97, 0)),
-    _f("Pleural_Thickening", "44608003", "Pleural thickening", (255, 176, 0),
-       aliases=("Pleural Thickening", "Pleural Other")),
+    _f("Pleural_Thickening", "PLEURAL_THICK", "Pleural thickening", (255, 176, 0),
+       aliases=("Pleural Thickening", "Pleural Other"), scheme=PRIVATE_SCHEME,
+       retired=("44608003",)),
     _f("Hernia", "84089009", "Hiatal hernia", (127, 127, 127), symmetric=False),
 )
 

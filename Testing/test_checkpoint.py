@@ -83,6 +83,17 @@ def test_bad_cards_refused(model_copy, change, message):
         load_model(model_copy)
 
 
+def test_a_card_with_a_retired_finding_code_still_loads(model_copy):
+    from CXRWeakLocLib.findings import finding_by_name
+
+    edit_card(model_copy, findings=[{"name": "Pleural_Thickening", "code": "44608003"}])
+    card = read_card(model_copy)
+    [written] = card.to_json()["findings"]
+    assert card.findings == ["Pleural_Thickening"]
+    assert (written["scheme"], written["code"]) == ("99CXRWL", "PLEURAL_THICK")
+    assert finding_by_name("Pleural_Thickening").retired_codes == ("44608003",)
+
+
 def test_missing_files_and_bad_json(model_copy, tmp_path):
     (model_copy / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="no model.safetensors"):

@@ -22,7 +22,13 @@ from CXRWeakLocLib.errors import CXRWeakLocError
 from CXRWeakLocLib.export import FORMATS, OutputLayout, export_all, is_complete
 from CXRWeakLocLib.export.geometry import ijk_to_lps
 from CXRWeakLocLib.export.seg_nrrd import TERMINOLOGY_CONTEXT
-from CXRWeakLocLib.findings import CATEGORY, CHESTXRAY14, EXTRA_FINDINGS, finding_by_name
+from CXRWeakLocLib.findings import (
+    CATEGORY,
+    CHESTXRAY14,
+    EXTRA_FINDINGS,
+    PRIVATE_SCHEME,
+    finding_by_name,
+)
 from CXRWeakLocLib.localize import FindingResult, LocalizationResult, Localizer
 from CXRWeakLocLib.masks import MaskRule, mask_boxes
 from CXRWeakLocLib.radiograph import Radiograph, read_radiograph
@@ -170,6 +176,7 @@ def test_dicom_seg_is_valid_and_reads_back(tmp_path):
         finding("Pneumothorax", 0.8, rect_mask(size, 100, 300, 600, 900)),
         finding("Mass", 0.7, rect_mask(size, 700, 800, 300, 500)),  # overlaps Effusion
         finding("Nodule", 0.6, np.zeros(size, dtype=bool)),
+        finding("Pleural_Thickening", 0.55, rect_mask(size, 40, 120, 60, 300)),  # private code
     ]
     result = LocalizationResult("tiny-test", "1.2.3", "cam", MaskRule(), findings)
     layout = export_all(result, source, tmp_path, formats=("dicom-seg",))
@@ -182,11 +189,14 @@ def test_dicom_seg_is_valid_and_reads_back(tmp_path):
     uid = source.dicom.SOPInstanceUID
     assert [ref.ReferencedSOPInstanceUID
             for ref in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence] == [uid]
-    assert list(seg.segment_numbers) == [1, 2, 3, 4]
+    assert list(seg.segment_numbers) == [1, 2, 3, 4, 5]
+    [scheme] = seg.CodingSchemeIdentificationSequence
+    assert scheme.CodingSchemeDesignator == PRIVATE_SCHEME and scheme.CodingSchemeName
     for number, item in enumerate(findings, start=1):
         description = seg.get_segment_description(number)
         assert description.segment_label == item.name
         assert description.segmented_property_type.value == item.finding.code.value
+        assert description.segmented_property_type.scheme_designator == item.finding.code.scheme
         assert description.segmented_property_category.value == CATEGORY.value
         assert description.algorithm_type == hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
         assert description.algorithm_identification[0].AlgorithmVersion == "1.2.3"

@@ -27,7 +27,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code as DicomCode
 
 from .. import __version__
-from ..findings import CATEGORY, Code
+from ..findings import CATEGORY, PRIVATE_SCHEME, Code
 from ..localize import LocalizationResult
 from ..radiograph import Radiograph
 
@@ -60,6 +60,15 @@ def _segment(number: int, item, result: LocalizationResult) -> hd.seg.SegmentDes
         tracking_id=item.name,
         display_color=hd.color.CIELabColor.from_rgb(*item.finding.color),
     )
+
+
+def _private_scheme() -> Dataset:
+    """Coding Scheme Identification item of :data:`~CXRWeakLocLib.findings.PRIVATE_SCHEME`."""
+    item = Dataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeName = "CXRWeakLoc findings"
+    item.CodingSchemeResponsibleOrganization = "CXRWeakLoc"
+    return item
 
 
 def _pixel_measures(radiograph: Radiograph) -> hd.PixelMeasuresSequence:
@@ -97,6 +106,8 @@ def write_dicom_seg(result: LocalizationResult, radiograph: Radiograph, path: Pa
         pixel_measures=_pixel_measures(radiograph),
         omit_empty_frames=False,
     )
+    if any(item.finding.code.scheme == PRIVATE_SCHEME for item in localized):
+        seg.CodingSchemeIdentificationSequence = [_private_scheme()]
     if "PatientOrientation" in source:  # Type 2C that highdicom leaves out
         seg.PatientOrientation = source.PatientOrientation
     if "PatientAge" in seg and not _AGE.match(str(seg.PatientAge)):
