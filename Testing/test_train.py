@@ -199,11 +199,37 @@ def test_cards_and_seed_files_record_what_a_run_was_pretrained_on(tmp_path):
         "[model]\n", f'[model]\ninit_from = "{first.model_folder}"\n'))
     second = load_model(train(load_config(config), "cpu").model_folder).card
     first_stage = {"name": "tiny", "dataset": "synthetic", "root": first_card.training["root"],
-                   "train_images": first_card.training["train_images"]}
+                   "train_images": first_card.training["train_images"],
+                   "split": {"train_list": first_card.training["train_list"], "limit": 0,
+                             "generated": [16, 64, 3], "val_fraction": 0.25, "seed": 3}}
     assert second.training["pretraining"] == [first_stage]
+    assert "validation_not_held_out_from" not in second.training  # other images (24, not 16)
 
     seed = write_seed(tmp_path / "seed.safetensors", [tmp_path / "second" / "model"])
     chain = training_lineage(seed)
     assert chain[0] == first_stage and len(chain) == 2
     assert chain[1]["train_images"] == second.training["train_images"]
     assert second.training["train_images"] != first_stage["train_images"]
+
+
+def test_a_run_from_weights_trained_on_its_validation_images_says_so(tmp_path):
+    """Fine-tuning with another seed re-splits the same images (a set on disk): most of the
+    new validation images were training images of the initial model; the card says so."""
+    from CXRWeakLocLib.data.synthetic import write_synthetic_dataset
+
+    images = write_synthetic_dataset(tmp_path / "images", 16, size=64, seed=5)
+
+    def run(name: str, seed: int, init_from: Path | None = None):
+        config = write_config(tmp_path, epochs=1, name=name)
+        text = config.read_text().replace("seed = 3", f"seed = {seed}").replace(
+            "[data]\n", f'[data]\nroot = "{images}"\n')
+        if init_from:
+            text = text.replace("[model]\n", f'[model]\ninit_from = "{init_from}"\n')
+        config.write_text(text)
+        return train(load_config(config), "cpu").model_folder
+
+    first = run("first", seed=3)
+    same_split = load_model(run("same", seed=3, init_from=first)).card
+    other_split = load_model(run("other", seed=4, init_from=first)).card
+    assert "validation_not_held_out_from" not in same_split.training
+    assert other_split.training["validation_not_held_out_from"] == ["tiny"]

@@ -27,7 +27,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..checkpoint import WEIGHTS_FILE, ModelCard, save_model, training_lineage
+from ..checkpoint import (
+    WEIGHTS_FILE,
+    ModelCard,
+    save_model,
+    stages_trained_on_validation,
+    training_lineage,
+)
 from ..data.dataset import records_dataset
 from ..data.records import ImageRecord, patient_key
 from ..data.sources import load_records
@@ -96,7 +102,7 @@ def split_by_patient(
 
 def _card(config: TrainConfig, findings: list[str], n_train: int) -> ModelCard:
     model = config.model
-    return ModelCard(
+    card = ModelCard(
         name=config.run.name,
         method=model.method,
         architecture={"backbone": dict(model.backbone),
@@ -117,6 +123,13 @@ def _card(config: TrainConfig, findings: list[str], n_train: int) -> ModelCard:
             "config": config.to_dict(),
         },
     )
+    leaked = stages_trained_on_validation(card.training)
+    if leaked:
+        logger.warning("validation is not held out: %s trained on these images split "
+                       "otherwise (or did not record its split); validation figures are "
+                       "optimistic", ", ".join(leaked))
+        card.training["validation_not_held_out_from"] = leaked
+    return card
 
 
 def _lr_lambda(epochs: int, warmup: int, steps_per_epoch: int):
