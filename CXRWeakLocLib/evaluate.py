@@ -532,19 +532,20 @@ def _runs_side(folders: Path | Sequence[Path], column: str
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
     if not folders:
         raise CXRWeakLocError("compare: no evaluate folder given")
-    names, keys, ious = [], None, None
+    keys: list[tuple[str, str, int]] = []
+    ious: list[list[float]] = []
     for folder in folders:
         name, rows = _evaluation_rows(folder)
         by_key = dict(zip(_region_keys(rows), rows, strict=True))
-        if keys is None:
-            keys, ious = list(by_key), [[] for _ in by_key]
+        if folder == folders[0]:
+            first_name, keys, ious = name, list(by_key), [[] for _ in by_key]
         elif set(by_key) != set(keys):
             raise CXRWeakLocError(f"{folders[0]} and {folder} did not score the same regions: "
                                   "runs of one side must be evaluated on the same images")
         for values, key in zip(ious, keys, strict=True):
             values.append(float(by_key[key][column]))
-        names.append(name)
-    return (names[0] if len(folders) == 1 else f"{names[0]} ({len(folders)} runs)"), keys, ious
+    label = first_name if len(folders) == 1 else f"{first_name} ({len(folders)} runs)"
+    return label, keys, ious
 
 
 def _evaluation_rows(folder: Path) -> tuple[str, list[dict]]:
