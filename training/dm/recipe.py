@@ -61,9 +61,11 @@ VARIANTS = (
     ("+alignment+DM", RUNS / "attention" / "model", (0.47, 0.27, 0.13)),
     ("+alignment+PDM", RUNS / "pdm" / "model", (0.43, 0.24, 0.11)),
 )
-#: the shipped variant (+alignment+DM) trained with each seed: its attention-stage model
+#: the shipped variant (+alignment+DM) trained with each seed: its attention-stage model;
+#: the config's default seed ships
 SEED_RUNS = {0: RUNS / "attention" / "model", 1: RUNS / "attention_seed1" / "model",
              2: RUNS / "attention_seed2" / "model"}
+SHIPPED_SEED = 0
 ABLATION_OUT = REPO / "results" / "eval" / "dm-ablation"
 SEEDS_OUT = REPO / "results" / "eval" / "dm-seeds"
 MASK_SIZE = 32
@@ -180,10 +182,10 @@ def ablation(args: argparse.Namespace) -> None:
 def seeds(args: argparse.Namespace) -> None:
     """+alignment+DM trained with each seed, measured like the ablation rows.
 
-    The seed that ships is the one with the best mean ROC-AUC on the dev images (their
-    image-level labels; the same images for every seed, no box read). Validation AUCs
-    cannot choose: seeds 1 and 2 draw other validation splits than the seed-0 split the
-    classifier they start from was trained with.
+    The config's default seed (:data:`SHIPPED_SEED`) ships; the others show the spread.
+    No images here could choose among them fairly: validation splits differ by seed (and
+    the classifier they start from trained on most of the others'), and the dev images
+    are in every seed's training list.
     """
     for seed in args.seeds:
         if not (SEED_RUNS[seed] / "model.json").is_file():
@@ -253,14 +255,14 @@ def _seeds_markdown(cam: Path) -> str:
         return ""
     heads = {seed: json.loads((folder / "headline.json").read_text())["headline"]
              for seed, folder in measured.items()}
-    shipped = max(heads, key=lambda seed: heads[seed]["mean_roc_auc"])
     lines = ["", "## Seeds of +alignment+DM", "",
              "The same recipe (`dm_nih_mini.toml`) with `run.seed` 0, 1, 2 (the seed draws",
              "the validation split and the batch order); each seed's rule chosen as above.",
-             "The seed that ships has the best mean ROC-AUC on the dev images (their",
-             "image-level labels; no box read); validation AUCs cannot choose: seeds 1 and 2",
-             "draw other splits, most of whose images their starting classifier trained on.",
-             "The last row pairs CAM with the mean over",
+             "The config's default seed 0 ships; no images here could choose among the",
+             "seeds fairly (validation splits differ by seed, and the classifier they",
+             "start from trained on most of the others'; the dev images are in every",
+             "seed's training list, so their ROC-AUC, shown, measures fit more than",
+             "generalisation). The last row pairs CAM with the mean over",
              "the seeds (a box's hit = the fraction of seeds that reach T): what the recipe",
              "gives, not one run.", "",
              "| seed | mean ROC-AUC (dev) | mask rule | box 0.3 | box 0.3, rule chosen on other "
@@ -270,7 +272,7 @@ def _seeds_markdown(cam: Path) -> str:
     for seed, head in heads.items():
         minus = {mode: compare_evaluations(measured[seed], cam, mode=mode)
                  .difference.as_difference() for mode in HEADLINE_PREFIX}
-        label = f"{seed} (shipped)" if seed == shipped else str(seed)
+        label = f"{seed} (shipped)" if seed == SHIPPED_SEED else str(seed)
         lines.append(
             f"| {label} | {head['mean_roc_auc']:.3f} | `{head['mask_rule']}` | "
             f"{head['box_iou_accuracy_0.3']:.3f} | {_cell(head.get('cv_box_iou_accuracy_0.3'))} | "
