@@ -534,10 +534,10 @@ def _runs_side(folders: Path | Sequence[Path], column: str
         raise CXRWeakLocError("compare: no evaluate folder given")
     keys: list[tuple[str, str, int]] = []
     ious: list[list[float]] = []
-    for folder in folders:
+    for run, folder in enumerate(folders):
         name, rows = _evaluation_rows(folder)
         by_key = dict(zip(_region_keys(rows), rows, strict=True))
-        if folder == folders[0]:
+        if run == 0:
             first_name, keys, ious = name, list(by_key), [[] for _ in by_key]
         elif set(by_key) != set(keys):
             raise CXRWeakLocError(f"{folders[0]} and {folder} did not score the same regions: "

@@ -196,6 +196,8 @@ def test_compare_two_evaluations_region_by_region(report, synthetic_set, tiny_mo
     two_runs = compare_evaluations([first, second], second, mode="box")  # runs of one recipe
     assert two_runs.difference.estimate == pytest.approx(box.difference.estimate / 2)
     assert two_runs.first.endswith("(2 runs)") and two_runs.regions == box.regions
+    same_run_twice = compare_evaluations([first, first], second, mode="box")
+    assert same_run_twice.difference.estimate == pytest.approx(box.difference.estimate)
 
     cli = [sys.executable, "-m", "CXRWeakLocLib", "compare"]
     done = subprocess.run([*cli, str(first), str(second)], capture_output=True, text=True)

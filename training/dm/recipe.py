@@ -54,16 +54,18 @@ RUNS = REPO / "runs" / "dm"
 FIGURES = RUNS / "figures"
 SHIPPED = REPO / "Resources" / "Models" / "dm"
 NIH_MINI = REPO.parent / "shared" / "data" / "nih-mini"
+#: the shipped dm model's run (+alignment+DM, the config's default seed)
+SHIPPED_RUN = RUNS / "attention" / "model"
 #: ablation rows: label, model folder, the paper's mean IoU-accuracy at T 0.3 / 0.5 / 0.7
 VARIANTS = (
     ("CAM", REPO / "Resources" / "Models" / "cam", (0.31, 0.17, 0.06)),
     ("+alignment", RUNS / "aligned" / "model", (0.37, 0.21, 0.10)),
-    ("+alignment+DM", RUNS / "attention" / "model", (0.47, 0.27, 0.13)),
+    ("+alignment+DM", SHIPPED_RUN, (0.47, 0.27, 0.13)),
     ("+alignment+PDM", RUNS / "pdm" / "model", (0.43, 0.24, 0.11)),
 )
 #: the shipped variant (+alignment+DM) trained with each seed: its attention-stage model;
 #: the config's default seed ships
-SEED_RUNS = {0: RUNS / "attention" / "model", 1: RUNS / "attention_seed1" / "model",
+SEED_RUNS = {0: SHIPPED_RUN, 1: RUNS / "attention_seed1" / "model",
              2: RUNS / "attention_seed2" / "model"}
 SHIPPED_SEED = 0
 ABLATION_OUT = REPO / "results" / "eval" / "dm-ablation"
@@ -305,7 +307,7 @@ def _minus_cam(out: Path, label: str, mode: str) -> str:
 
 def ship(args: argparse.Namespace) -> None:
     """Copy the trained dm model and its figures into Resources/Models/dm."""
-    source = RUNS / "attention" / "model"
+    source = SHIPPED_RUN
     load_model(source)  # validates card and weights
     if SHIPPED.exists():
         shutil.rmtree(SHIPPED)

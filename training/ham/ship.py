@@ -49,10 +49,10 @@ def anomaly_auc_on_validation(model_folder: Path) -> dict:
     The split is drawn from the card's recorded run config (its seed and data section),
     not from today's config file, which may name another seed.
     """
-    config = load_config(CONFIG, overrides=read_card(model_folder).training["config"])
+    model = load_model(model_folder)
+    config = load_config(CONFIG, overrides=model.card.training["config"])
     _, validation = split_by_patient(load_records(config), config.data.val_fraction,
                                      config.run.seed)
-    model = load_model(model_folder)
     loader = DataLoader(records_dataset(validation, model.card), batch_size=16)
     scores, targets = [], []
     with torch.inference_mode():
