@@ -32,7 +32,8 @@ def nih_mini() -> Path:
     return shared_path("nih-mini")
 
 
-def make_tiny_model(folder: Path, method: str = "cam", seed: int = 0) -> Path:
+def make_tiny_model(folder: Path, method: str = "cam", seed: int = 0,
+                    options: dict | None = None) -> Path:
     """A randomly initialised, tiny, valid model folder (fast on CPU)."""
     import torch
 
@@ -40,7 +41,8 @@ def make_tiny_model(folder: Path, method: str = "cam", seed: int = 0) -> Path:
     card = ModelCard(
         name=folder.name,
         method=method,
-        architecture={"backbone": {"name": "resnet10", "width": 0.125}},
+        architecture={"backbone": {"name": "resnet10", "width": 0.125},
+                      **({"options": options} if options else {})},
         findings=[f.name for f in CHESTXRAY14],
         input_size=64,
         operating_thresholds={f.name: 0.5 for f in CHESTXRAY14},

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.checkpoint import ModelCard, load_model, save_model
 from CXRWeakLocLib.data.synthetic import write_synthetic_dataset
 from CXRWeakLocLib.errors import ConfigError
 from CXRWeakLocLib.evaluate import evaluate_model
@@ -22,12 +22,18 @@ from CXRWeakLocLib.models.dm import (
     AlignmentNet,
     DiseaseMaskCAM,
     affine_matrix,
+    ensemble_state,
     invert_affine,
     warp,
 )
 from CXRWeakLocLib.radiograph import Radiograph
 from CXRWeakLocLib.train.dm_objectives import dm_objective
-from CXRWeakLocLib.train.dm_stages import AlignedCAMs, disease_masks, pseudo_disease_masks
+from CXRWeakLocLib.train.dm_stages import (
+    AlignedCAMs,
+    disease_masks,
+    pseudo_disease_masks,
+    write_ensemble,
+)
 
 TINY = BackboneConfig("resnet10", 0.125)
 FINDINGS = [f.name for f in CHESTXRAY14]
@@ -196,6 +202,99 @@ def test_alignment_objective_trains_the_aligner_only():
         objective(unfrozen, {"image": torch.randn(1, 1, 64, 64)})
     with pytest.raises(ConfigError, match="stage"):
         dm_objective({"stage": "nope"})
+
+
+def members_sharing_aligner_and_masks(count: int) -> list[DiseaseMaskCAM]:
+    """One-member dm networks like seeds of one recipe: the same aligner, anchor and
+    disease masks, different classifiers."""
+    torch.manual_seed(3)
+    shared = DiseaseMaskCAM(TINY, 3, alignment_width=0.125, alignment_size=32)
+    shared.disease_masks.uniform_(0.0, 1.0)
+    shared.anchor.uniform_(0.0, 1.0)
+    members = []
+    for seed in range(count):
+        torch.manual_seed(10 + seed)
+        member = DiseaseMaskCAM(TINY, 3, alignment_width=0.125, alignment_size=32)
+        member.aligner.load_state_dict(shared.aligner.state_dict())
+        member.anchor.copy_(shared.anchor)
+        member.disease_masks.copy_(shared.disease_masks)
+        members.append(member.eval())
+    return members
+
+
+def test_a_seed_ensemble_averages_its_members_logits_and_maps():
+    members = members_sharing_aligner_and_masks(3)
+    ensemble = DiseaseMaskCAM(TINY, 3, alignment_width=0.125, alignment_size=32, members=3)
+    ensemble.load_state_dict(ensemble_state([m.state_dict() for m in members]), strict=True)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        outputs = [member(x) for member in members]
+        logits, maps = ensemble.eval()(x)
+    torch.testing.assert_close(logits, sum(o[0] for o in outputs) / 3, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(maps, sum(o[1] for o in outputs) / 3, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(maps, outputs[0][1], atol=1e-3)
+    # the first member keeps its keys: a one-member model's weights are unchanged
+    assert set(members[0].state_dict()) < set(ensemble.state_dict())
+
+
+def test_ensemble_state_refuses_members_that_do_not_share_the_aligner_and_masks():
+    first, second = (m.state_dict() for m in members_sharing_aligner_and_masks(2))
+    with pytest.raises(ValueError, match="at least two"):
+        ensemble_state([first])
+    for key in ("aligner.head.bias", "disease_masks"):
+        changed = {**second, key: second[key] + 0.1}
+        with pytest.raises(ValueError, match=f"member 1: {key} differs"):
+            ensemble_state([first, changed])
+    with pytest.raises(ValueError, match="member 1: not a one-member"):
+        ensemble_state([first, {k: v for k, v in second.items() if k != "anchor"}])
+
+
+def test_frozen_parts_are_frozen_in_every_member():
+    network = DiseaseMaskCAM(TINY, 2, alignment_width=0.125, alignment_size=32,
+                             frozen=["backbone"], members=2).train()
+    other = network.other_members[0]
+    assert not other.backbone.training and other.classifier.training
+    assert not any(p.requires_grad for p in other.backbone.parameters())
+    with pytest.raises(ValueError, match="members"):
+        DiseaseMaskCAM(TINY, 2, members=0)
+
+
+def test_a_saved_seed_ensemble_loads_and_localizes(tmp_path):
+    folder = make_tiny_model(tmp_path / "tiny-dm-ensemble", method="dm", options={"members": 2})
+    model = load_model(folder)
+    assert len(model.network.members()) == 2
+    [result] = Localizer(model).localize(
+        [Radiograph(pixels=np.random.default_rng(1).random((70, 90), np.float32))],
+        findings=["Mass"])
+    assert result.get("Mass").heatmap.shape == (70, 90)
+
+
+def test_write_ensemble_builds_a_model_folder_from_seed_runs(tmp_path):
+    members = members_sharing_aligner_and_masks(2)
+    folders = []
+    for seed, (member, threshold) in enumerate(zip(members, (0.2, 0.8), strict=True)):
+        card = ModelCard(name="dm", method="dm", findings=FINDINGS[:3], input_size=64,
+                         architecture={"backbone": {"name": "resnet10", "width": 0.125},
+                                       "options": {"alignment_width": 0.125,
+                                                   "alignment_size": 32}},
+                         operating_thresholds={f: threshold for f in FINDINGS[:3]},
+                         training={"seed": seed}, metrics={"validation": {"auc": seed}})
+        folders.append(save_model(tmp_path / f"seed{seed}", card, member))
+    folder = write_ensemble(tmp_path / "ensemble", folders)
+    model = load_model(folder)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        expected = sum(load_model(f).network(x)[1] for f in folders) / 2
+        torch.testing.assert_close(model.network(x)[1], expected, atol=1e-4, rtol=1e-4)
+    assert model.card.architecture["options"]["members"] == 2
+    assert model.card.threshold("Atelectasis") == pytest.approx(0.5, abs=1e-4)  # logit mean
+    assert [m["seed"] for m in model.card.training["ensemble_of"]] == [0, 1]
+    assert model.card.metrics["members_validation"] == [{"auc": 0}, {"auc": 1}]
+    with pytest.raises(ConfigError, match="at least two"):
+        write_ensemble(tmp_path / "one", folders[:1])
+    with pytest.raises(ConfigError, match="not a one-member"):
+        write_ensemble(tmp_path / "nested", [folder, folders[0]])
+    assert not (tmp_path / "one").exists() and not (tmp_path / "nested").exists()
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,13 @@ inverse affine into the frame of the network's input, so masks and boxes land on
 the patient's image, not on the aligned one. Out-of-view pixels of the back-warped
 map get the map's minimum (they are never part of a mask).
 
+A **seed ensemble** (``members=N``) holds N attention classifiers (``backbone`` +
+``classifier``; the others under ``other_members``) behind one aligner, one anchor and
+one set of disease masks: runs of the same recipe that differ only in their seed share
+those, since the attention stage starts from the same frozen aligner and masks. Logits
+and maps are the members' means, so ``logit_c = GAP(S'_c) + b_c`` still holds for the
+mean map ``S'_c`` and mean bias ``b_c``. :func:`ensemble_state` assembles the weights.
+
 Buffer ``anchor`` holds the alignment target (the mean normal radiograph, in the
 network's input intensities); it is saved with the weights as a product artefact.
 """
@@ -42,6 +49,8 @@ __all__ = [
     "AlignmentNet",
     "build_dm",
     "DiseaseMaskCAM",
+    "ensemble_state",
+    "SHARED_BY_MEMBERS",
     "affine_matrix",
     "invert_affine",
     "warp",
@@ -58,6 +67,8 @@ MAX_ROTATION = math.radians(15.0)
 #: Back-warped maps are returned at 1/MAP_STRIDE of the input resolution.
 MAP_STRIDE = 4
 _FREEZABLE = ("aligner", "backbone", "classifier")
+#: State prefixes the members of a seed ensemble have in common.
+SHARED_BY_MEMBERS = ("aligner.", "anchor", "disease_masks")
 
 
 def affine_matrix(params: torch.Tensor) -> torch.Tensor:
@@ -151,7 +162,9 @@ class DiseaseMaskCAM(CAMClassifier):
         anchor_size: side of the stored anchor image.
         mask_size: side of the stored disease masks (resized to the feature map).
         frozen: sub-modules kept fixed in training (``aligner``, ``backbone``,
-            ``classifier``): no gradients, batch-norm statistics frozen.
+            ``classifier``; the last two in every member): no gradients, batch-norm
+            statistics frozen.
+        members: number of attention classifiers averaged (a seed ensemble).
 
     ``forward(x)`` returns ``(logits, maps)``; maps are ``(B, C, S/4, S/4)`` in the
     frame of ``x``.
@@ -167,8 +180,13 @@ class DiseaseMaskCAM(CAMClassifier):
         anchor_size: int = 128,
         mask_size: int = 32,
         frozen: Sequence[str] = (),
+        members: int = 1,
     ) -> None:
         super().__init__(backbone, num_classes)
+        if members < 1:
+            raise ValueError(f"members must be at least 1 (got {members})")
+        self.other_members = nn.ModuleList(CAMClassifier(backbone, num_classes)
+                                           for _ in range(members - 1))
         self.aligner = AlignmentNet(alignment_width, alignment_size) if alignment else None
         self.register_buffer("anchor", torch.zeros(1, anchor_size, anchor_size))
         self.register_buffer("disease_masks", torch.zeros(num_classes, mask_size, mask_size))
@@ -178,14 +196,25 @@ class DiseaseMaskCAM(CAMClassifier):
                              f"(known: {', '.join(_FREEZABLE)})")
         self.frozen = [name for name in _FREEZABLE
                        if name in frozen and getattr(self, name) is not None]
+        for part in self._frozen_parts():
+            part.requires_grad_(False)
+
+    def members(self) -> list[CAMClassifier]:
+        """The attention classifiers whose logits and maps are averaged (this one first)."""
+        return [self, *self.other_members]
+
+    def _frozen_parts(self) -> list[nn.Module]:
+        parts = []
         for name in self.frozen:
-            getattr(self, name).requires_grad_(False)
+            parts += ([self.aligner] if name == "aligner"
+                      else [getattr(member, name) for member in self.members()])
+        return parts
 
     def train(self, mode: bool = True) -> DiseaseMaskCAM:
         """Train mode for the trained parts only; frozen parts stay in eval mode."""
         super().train(mode)
-        for name in self.frozen:
-            getattr(self, name).eval()
+        for part in self._frozen_parts():
+            part.eval()
         return self
 
     def alignment_matrix(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,11 +235,18 @@ class DiseaseMaskCAM(CAMClassifier):
                                       mode="bilinear", align_corners=False)[0]
 
     def classify_aligned(self, aligned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and attention-guided CAMs ``(1 + psi_c) S_c`` in the aligned frame."""
-        features = self.backbone(aligned)
-        maps = functional.conv2d(features, self.classifier.weight)
+        """Logits and attention-guided CAMs ``(1 + psi_c) S_c`` in the aligned frame
+        (the members' means)."""
+        outputs = [self._attention_cam(member, aligned) for member in self.members()]
+        if len(outputs) == 1:
+            return outputs[0]
+        return tuple(torch.stack(parts).mean(dim=0) for parts in zip(*outputs, strict=True))
+
+    def _attention_cam(self, member: CAMClassifier,
+                       aligned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = functional.conv2d(member.backbone(aligned), member.classifier.weight)
         maps = maps * (1.0 + self.attention(maps.shape[-2:]))
-        return maps.mean(dim=(2, 3)) + self.classifier.bias, maps
+        return maps.mean(dim=(2, 3)) + member.classifier.bias, maps
 
     def to_input_frame(self, maps: torch.Tensor, matrix: torch.Tensor,
                        size: Sequence[int]) -> torch.Tensor:
@@ -230,5 +266,35 @@ class DiseaseMaskCAM(CAMClassifier):
 def build_dm(backbone: BackboneConfig, num_classes: int, options: dict) -> nn.Module:
     """The ``dm`` builder: card ``options`` are :class:`DiseaseMaskCAM`'s keyword arguments."""
     refuse_unknown(options, {"alignment", "alignment_width", "alignment_size", "anchor_size",
-                             "mask_size", "frozen"}, "dm options: unknown", ValueError)
+                             "mask_size", "frozen", "members"}, "dm options: unknown", ValueError)
     return DiseaseMaskCAM(backbone, num_classes, **options)
+
+
+def ensemble_state(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The weights of a seed ensemble (``members=len(states)``) from its members' weights.
+
+    Each state is a one-member dm model's; they must agree exactly on
+    :data:`SHARED_BY_MEMBERS` (the aligner, anchor and disease masks), which the first
+    state provides. The first member's classifier keeps its keys; member ``i`` >= 1's
+    go under ``other_members.{i-1}.``.
+
+    Raises:
+        ValueError: fewer than two states, a member that is itself an ensemble, or
+            members that differ in a shared tensor.
+    """
+    if len(states) < 2:
+        raise ValueError(f"an ensemble needs at least two members (got {len(states)})")
+    first = states[0]
+    merged = dict(first)
+    for index, state in enumerate(states[1:], start=1):
+        if any(key.startswith("other_members.") for key in state) or set(state) != set(first):
+            raise ValueError(f"member {index}: not a one-member model like member 0 "
+                             "(its tensors differ)")
+        for key, value in state.items():
+            if key.startswith(SHARED_BY_MEMBERS):
+                if not torch.equal(value, first[key]):
+                    raise ValueError(f"member {index}: {key} differs from member 0's "
+                                     "(members must share the aligner, anchor and masks)")
+            else:
+                merged[f"other_members.{index - 1}.{key}"] = value
+    return merged

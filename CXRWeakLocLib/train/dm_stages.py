@@ -17,6 +17,8 @@ The stages between trainer runs (``training/dm/recipe.py`` chains them):
    (see the function for the rule).
 4. :func:`write_seed` - merges weights and buffers into one ``.safetensors`` that
    the next stage's ``[model] init_from`` loads.
+5. :func:`write_ensemble` - a seed ensemble: runs of the attention stage that differ
+   only in their seed, as one model folder (``members=N``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +36,21 @@ from scipy import ndimage
 from torch.nn import functional
 from torch.utils.data import DataLoader
 
-from ..checkpoint import LINEAGE_METADATA_KEY, WEIGHTS_FILE, ModelCard, training_lineage
+from ..checkpoint import (
+    LINEAGE_METADATA_KEY,
+    WEIGHTS_FILE,
+    ModelCard,
+    load_model,
+    save_model,
+    training_lineage,
+)
 from ..data.dataset import records_dataset
 from ..data.records import ImageRecord
 from ..errors import ConfigError
 from ..findings import finding_by_name
 from ..masks import _otsu_threshold
-from ..models.dm import DiseaseMaskCAM
+from ..models import build_model
+from ..models.dm import DiseaseMaskCAM, ensemble_state
 
 __all__ = [
     "AlignedCAMs",
@@ -49,6 +59,7 @@ __all__ = [
     "disease_masks",
     "mean_normal_image",
     "pseudo_disease_masks",
+    "write_ensemble",
     "write_seed",
 ]
 
@@ -241,3 +252,62 @@ def write_seed(out: Path, sources: Sequence[Path | dict[str, torch.Tensor]]) -> 
     save_file(merged, str(out),
               metadata={"format": "pt", LINEAGE_METADATA_KEY: json.dumps(lineage)})
     return out
+
+
+def _mean_threshold(thresholds: Sequence[float]) -> float:
+    """The probability whose logit is the mean of the thresholds' logits."""
+    logits = torch.logit(torch.tensor(thresholds, dtype=torch.float64), eps=1e-6)
+    return round(float(torch.sigmoid(logits.mean())), 4)
+
+
+def write_ensemble(out: Path, members: Sequence[Path], name: str | None = None) -> Path:
+    """Write a seed-ensemble model folder from one-member ``dm`` model folders.
+
+    The members must be runs of one recipe that differ only in their seed: the same
+    card architecture and findings, and the same aligner, anchor and disease masks
+    (:func:`~CXRWeakLocLib.models.dm.ensemble_state`). The card is the first member's
+    with ``options.members = N``; each finding's operating threshold is the mean of
+    the members' in logit space (the ensemble averages logits); ``training
+    ["ensemble_of"]`` names every member (folder, seed, weights hash) and
+    ``metrics["members_validation"]`` keeps their validation figures. The mask rule is
+    the first member's until the ensemble's own is chosen.
+
+    Raises:
+        ConfigError: fewer than two members, a member that is not a one-member ``dm``
+            model, or members that differ in findings, architecture or shared parts.
+    """
+    if len(members) < 2:
+        raise ConfigError(f"an ensemble needs at least two member models (got {len(members)})")
+    loaded = [load_model(folder) for folder in members]
+    first = loaded[0].card
+    for folder, model in zip(members, loaded, strict=True):
+        card = model.card
+        if card.method != "dm" or card.architecture.get("options", {}).get("members", 1) != 1:
+            raise ConfigError(f"{folder}: not a one-member dm model")
+        if (card.findings, card.architecture, card.input_size, card.normalization) != (
+                first.findings, first.architecture, first.input_size, first.normalization):
+            raise ConfigError(f"{folder}: findings, architecture or input differ from "
+                              f"{members[0]}'s")
+    try:
+        state = ensemble_state([model.network.state_dict() for model in loaded])
+    except ValueError as error:
+        raise ConfigError(f"{out}: {error}") from None
+    options = {**first.architecture.get("options", {}), "members": len(loaded)}
+    card = replace(
+        first, name=name or first.name,
+        architecture={**first.architecture, "options": options},
+        operating_thresholds={
+            finding: _mean_threshold([m.card.threshold(finding) for m in loaded])
+            for finding in first.findings},
+        description=f"Seed ensemble of {len(loaded)} runs (mean logits and maps). "
+                    + first.description,
+        training={**first.training, "ensemble_of": [
+            {"folder": str(folder), "seed": m.card.training.get("seed"),
+             "weights_sha256": m.card.weights_sha256}
+            for folder, m in zip(members, loaded, strict=True)]},
+        metrics={"members_validation": [m.card.metrics.get("validation") for m in loaded]},
+    )
+    network = build_model({"method": "dm", **card.architecture}, len(card.findings))
+    network.load_state_dict(state, strict=True)
+    logger.info("ensemble of %d dm runs -> %s", len(loaded), out)
+    return save_model(Path(out), card, network, overwrite=True)

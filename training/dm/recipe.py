@@ -13,6 +13,7 @@ Run from the repository root, each step after the previous one::
     python training/dm/recipe.py ship          # Resources/Models/dm (+ figures)
     training/dm/train_seeds.sh                 # +alignment+DM with seeds 1 and 2
     python training/dm/recipe.py seeds         # evaluate each seed and their mean
+    python training/dm/recipe.py ensemble      # the seeds as one model, evaluated
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from CXRWeakLocLib.train.dm_stages import (
     disease_masks,
     mean_normal_image,
     pseudo_disease_masks,
+    write_ensemble,
     write_seed,
 )
 from CXRWeakLocLib.train.state import load_training_state
@@ -68,6 +70,7 @@ VARIANTS = (
 SEED_RUNS = {0: SHIPPED_RUN, 1: RUNS / "attention_seed1" / "model",
              2: RUNS / "attention_seed2" / "model"}
 SHIPPED_SEED = 0
+ENSEMBLE_RUN = RUNS / "ensemble" / "model"
 ABLATION_OUT = REPO / "results" / "eval" / "dm-ablation"
 SEEDS_OUT = REPO / "results" / "eval" / "dm-seeds"
 MASK_SIZE = 32
@@ -197,6 +200,18 @@ def seeds(args: argparse.Namespace) -> None:
     _write_results()
 
 
+def ensemble(args: argparse.Namespace) -> None:
+    """The seeds of +alignment+DM as one model (mean logits and maps), measured like them."""
+    missing = [seed for seed, run in SEED_RUNS.items() if not (run / "model.json").is_file()]
+    if missing:
+        raise SystemExit(f"seeds {missing}: not trained (training/dm/train_seeds.sh)")
+    write_ensemble(ENSEMBLE_RUN, [SEED_RUNS[seed] for seed in sorted(SEED_RUNS)], name="dm")
+    headline = _measure(ENSEMBLE_RUN, SEEDS_OUT / "ensemble")
+    update_card(ENSEMBLE_RUN, mask_rule=headline["mask_rule"],
+                metrics={**load_model(ENSEMBLE_RUN).card.metrics, "dev_bbox": headline})
+    _write_results()
+
+
 def _write_results() -> None:
     (REPO / "training" / "dm" / "RESULTS.md").write_text(
         _results_markdown(ABLATION_OUT) + _seeds_markdown(ABLATION_OUT / "cam"))
@@ -290,6 +305,17 @@ def _seeds_markdown(cam: Path) -> str:
             f"| mean of {len(heads)} | | | {mean['box_iou_accuracy_0.3']:.3f} | | {minus['box']} | "
             f"{mean['iou_accuracy_0.3']:.3f} | {minus['pixel']} | "
             f"{mean['box_iou_accuracy_0.5']:.3f} | {mean['iou_accuracy_0.5']:.3f} |")
+    ensemble_head = SEEDS_OUT / "ensemble" / "headline.json"
+    if ensemble_head.is_file():
+        head = json.loads(ensemble_head.read_text())["headline"]
+        minus = {mode: compare_evaluations(SEEDS_OUT / "ensemble", cam, mode=mode)
+                 .difference.as_difference() for mode in HEADLINE_PREFIX}
+        lines.append(
+            f"| ensemble of {len(SEED_RUNS)} (one model) | {head['mean_roc_auc']:.3f} | "
+            f"`{head['mask_rule']}` | {head['box_iou_accuracy_0.3']:.3f} | "
+            f"{_cell(head.get('cv_box_iou_accuracy_0.3'))} | {minus['box']} | "
+            f"{head['iou_accuracy_0.3']:.3f} | {minus['pixel']} | "
+            f"{head['box_iou_accuracy_0.5']:.3f} | {head['iou_accuracy_0.5']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -346,6 +372,7 @@ def main() -> None:
     step.add_argument("--seeds", type=int, nargs="+", choices=sorted(SEED_RUNS),
                       default=sorted(SEED_RUNS))
     step.set_defaults(function=seeds)
+    steps.add_parser("ensemble", help=ensemble.__doc__).set_defaults(function=ensemble)
     steps.add_parser("ship", help=ship.__doc__).set_defaults(function=ship)
     args = parser.parse_args()
     args.function(args)
