@@ -161,14 +161,18 @@ def _slug(label: str) -> str:
     return label.strip("+").replace("+", "-").lower() or "cam"
 
 
-def _measure(folder: Path, out: Path) -> dict:
-    """Choose the model's mask rule by the sweep on the dev boxes, score it under that rule."""
+def _measure(folder: Path, out: Path, record: bool = False) -> dict:
+    """Choose the model's mask rule by the sweep on the dev boxes, score it under that rule
+    (with ``record``, the rule and the figures go into the model's card)."""
     report = evaluate_model(dataset="chestxray14", root=NIH_MINI, model=str(folder),
                             out_dir=out, images_list=NIH_MINI / "dev_bbox_list.txt",
                             device="cpu", progress=False, choose_rule=True)
     headline = {**report.headline(), "mask_rule": str(report.mask_rule)}
     (out / "headline.json").write_text(json.dumps({"headline": headline}, indent=2) + "\n")
     logger.info("%s: %s", folder, report.summary_line())
+    if record:
+        update_card(folder, mask_rule=report.mask_rule,
+                    metrics={**load_model(folder).card.metrics, "dev_bbox": headline})
     return headline
 
 
@@ -177,10 +181,7 @@ def ablation(args: argparse.Namespace) -> None:
     for label, folder, _ in VARIANTS:
         if args.variants and label not in args.variants:
             continue
-        headline = _measure(folder, ABLATION_OUT / _slug(label))
-        if folder.parent.parent == RUNS:
-            update_card(folder, mask_rule=headline["mask_rule"],
-                        metrics={**load_model(folder).card.metrics, "dev_bbox": headline})
+        _measure(folder, ABLATION_OUT / _slug(label), record=folder.parent.parent == RUNS)
     _write_results()
 
 
@@ -206,9 +207,7 @@ def ensemble(args: argparse.Namespace) -> None:
     if missing:
         raise SystemExit(f"seeds {missing}: not trained (training/dm/train_seeds.sh)")
     write_ensemble(ENSEMBLE_RUN, [SEED_RUNS[seed] for seed in sorted(SEED_RUNS)], name="dm")
-    headline = _measure(ENSEMBLE_RUN, SEEDS_OUT / "ensemble")
-    update_card(ENSEMBLE_RUN, mask_rule=headline["mask_rule"],
-                metrics={**load_model(ENSEMBLE_RUN).card.metrics, "dev_bbox": headline})
+    _measure(ENSEMBLE_RUN, SEEDS_OUT / "ensemble", record=True)
     _write_results()
 
 
