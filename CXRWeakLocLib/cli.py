@@ -61,9 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=8)
 
     cmp = commands.add_parser(
-        "compare", help="is model A better than model B? (two evaluate folders, paired)")
-    cmp.add_argument("first", type=Path, help="evaluate --out folder of model A")
-    cmp.add_argument("second", type=Path, help="evaluate --out folder of model B")
+        "compare", help="is model A better than model B? (two evaluate folders, paired)",
+        description="A B: two evaluate --out folders. A1 A2 ... --against B1 ...: runs of "
+                    "one recipe per side (e.g. seeds); a region's hit is then the fraction "
+                    "of a side's runs that reach T.")
+    cmp.add_argument("folders", type=Path, nargs="+", metavar="FOLDER",
+                     help="evaluate --out folders: A B, or A's runs with --against")
+    cmp.add_argument("--against", type=Path, nargs="+", metavar="FOLDER",
+                     help="the other side's evaluate folders (its runs)")
     cmp.add_argument("--threshold", type=float, default=0.3, help="T(IoU) (default 0.3)")
     cmp.add_argument("--mode", choices=["pixel", "box"], default="pixel",
                      help="score masks (pixel) or their components' boxes (box)")
@@ -175,7 +180,14 @@ def _compare(args: argparse.Namespace) -> int:
 
     if not 0 < args.threshold <= 1:
         raise CXRWeakLocError("--threshold must be in (0, 1]")
-    print(compare_evaluations(args.first, args.second, args.threshold, args.mode).summary_line())
+    if args.against:
+        first, second = args.folders, args.against
+    elif len(args.folders) == 2:
+        first, second = args.folders
+    else:
+        raise CXRWeakLocError(f"compare: expected two folders (A B) or --against, got "
+                              f"{len(args.folders)}")
+    print(compare_evaluations(first, second, args.threshold, args.mode).summary_line())
     return 0
 
 

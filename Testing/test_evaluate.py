@@ -202,12 +202,16 @@ def test_compare_two_evaluations_region_by_region(report, synthetic_set, tiny_mo
     cli = [sys.executable, "-m", "CXRWeakLocLib", "compare"]
     done = subprocess.run([*cli, str(first), str(second)], capture_output=True, text=True)
     assert done.returncode == 0 and comparison.summary_line() in done.stdout, done.stderr
+    runs = subprocess.run([*cli, str(first), str(second), "--against", str(second),
+                           "--mode", "box"], capture_output=True, text=True)
+    assert runs.returncode == 0 and two_runs.summary_line() in runs.stdout, runs.stderr
     fewer = tmp_path / "fewer"  # one region short: not the same ground truth
     fewer.mkdir()
     (fewer / "metrics.json").write_text((second / "metrics.json").read_text())
     lines = (second / "per_image.csv").read_text().splitlines()
     (fewer / "per_image.csv").write_text("\n".join(lines[:-1]) + "\n")
-    for bad in ([str(first), str(fewer)], [str(first), str(tmp_path / "nowhere")]):
+    for bad in ([str(first), str(fewer)], [str(first), str(tmp_path / "nowhere")],
+                [str(first), str(second), str(first)]):
         refused = subprocess.run([*cli, *bad], capture_output=True, text=True)
         assert refused.returncode != 0 and refused.stderr.count("\n") == 1, refused.stderr
         assert "Traceback" not in refused.stderr
