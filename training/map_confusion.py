@@ -1,6 +1,7 @@
 """Which finding's map finds each finding's regions? (class specificity of a model's maps)
 
-Usage: python training/gan/map_confusion.py MODEL [--dataset synthetic --root DIR] [--out FILE]
+Usage: python training/map_confusion.py MODEL [--dataset NAME --root DIR] [--out FILE]
+(default set: the synthetic test set of training/gan, runs/gan/synthetic_test)
 
 Every ground-truth region is scored against the map of *every* finding the model
 knows, under the card's mask rule: rows are the region's finding, columns the finding
