@@ -41,7 +41,8 @@ from .metrics import (
 from .radiograph import Radiograph, read_radiograph
 
 __all__ = ["EvaluationReport", "Comparison", "CrossValidatedChoice", "compare_evaluations",
-           "cross_validate_choice", "evaluate_model", "parse_mask_rule", "SWEEP_RULES"]
+           "cross_validate_choice", "evaluate_model", "parse_mask_rule", "record_radiograph",
+           "SWEEP_RULES"]
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,8 @@ def _batches(records: Sequence[ImageRecord], size: int) -> Iterator[Sequence[Ima
         yield records[start:start + size]
 
 
-def _radiograph(record: ImageRecord) -> Radiograph:
+def record_radiograph(record: ImageRecord) -> Radiograph:
+    """The radiograph of a dataset record (in-memory pixels or its image file)."""
     if record.pixels is not None:
         return Radiograph(pixels=record.pixels)
     return read_radiograph(record.image)
@@ -285,7 +287,7 @@ def evaluate_model(
 
     bar = tqdm(total=len(records), desc="evaluate", unit="image", disable=not progress)
     for chunk in _batches(records, batch_size):
-        radiographs = [_radiograph(record) for record in chunk]
+        radiographs = [record_radiograph(record) for record in chunk]
         batch = np.stack([localizer.prepare(r).numpy() for r in radiographs])
         probs, maps = localizer.predict(torch.from_numpy(batch))
         for record, radiograph, p, image_maps in zip(chunk, radiographs, probs, maps,

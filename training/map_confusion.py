@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from CXRWeakLocLib.checkpoint import load_model
 from CXRWeakLocLib.data.sources import read_dataset
+from CXRWeakLocLib.evaluate import record_radiograph
 from CXRWeakLocLib.localize import Localizer
 from CXRWeakLocLib.metrics import annotation_mask, score_localization
-from CXRWeakLocLib.radiograph import Radiograph, read_radiograph
 
 THRESHOLD = 0.3
 
@@ -42,8 +42,7 @@ def confusion(model: str, dataset: str, root: Path, limit: int
     pointing = np.zeros_like(hits)
     counts = np.zeros(len(rows))
     for record in tqdm(records[:limit] if limit else records, desc="regions", unit="image"):
-        radiograph = (Radiograph(pixels=record.pixels) if record.pixels is not None
-                      else read_radiograph(record.image))
+        radiograph = record_radiograph(record)
         [result] = localizer.localize([radiograph], findings="all")
         for annotation in record.annotations:
             if annotation.finding not in rows:

@@ -286,14 +286,8 @@ def _seeds_markdown(cam: Path) -> str:
              "box 0.5 | pixel 0.5 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for seed, head in heads.items():
-        minus = {mode: compare_evaluations(measured[seed], cam, mode=mode)
-                 .difference.as_difference() for mode in HEADLINE_PREFIX}
         label = f"{seed} (shipped)" if seed == SHIPPED_SEED else str(seed)
-        lines.append(
-            f"| {label} | {head['mean_roc_auc']:.3f} | `{head['mask_rule']}` | "
-            f"{head['box_iou_accuracy_0.3']:.3f} | {_cell(head.get('cv_box_iou_accuracy_0.3'))} | "
-            f"{minus['box']} | {head['iou_accuracy_0.3']:.3f} | {minus['pixel']} | "
-            f"{head['box_iou_accuracy_0.5']:.3f} | {head['iou_accuracy_0.5']:.3f} |")
+        lines.append(_seed_row(label, measured[seed], head, cam))
     if len(heads) > 1:
         mean = {key: sum(head[key] for head in heads.values()) / len(heads)
                 for key in ("box_iou_accuracy_0.3", "iou_accuracy_0.3", "box_iou_accuracy_0.5",
@@ -307,15 +301,19 @@ def _seeds_markdown(cam: Path) -> str:
     ensemble_head = SEEDS_OUT / "ensemble" / "headline.json"
     if ensemble_head.is_file():
         head = json.loads(ensemble_head.read_text())["headline"]
-        minus = {mode: compare_evaluations(SEEDS_OUT / "ensemble", cam, mode=mode)
-                 .difference.as_difference() for mode in HEADLINE_PREFIX}
-        lines.append(
-            f"| ensemble of {len(SEED_RUNS)} (one model) | {head['mean_roc_auc']:.3f} | "
-            f"`{head['mask_rule']}` | {head['box_iou_accuracy_0.3']:.3f} | "
-            f"{_cell(head.get('cv_box_iou_accuracy_0.3'))} | {minus['box']} | "
-            f"{head['iou_accuracy_0.3']:.3f} | {minus['pixel']} | "
-            f"{head['box_iou_accuracy_0.5']:.3f} | {head['iou_accuracy_0.5']:.3f} |")
+        lines.append(_seed_row(f"ensemble of {len(SEED_RUNS)} (one model)",
+                               SEEDS_OUT / "ensemble", head, cam))
     return "\n".join(lines) + "\n"
+
+
+def _seed_row(label: str, folder: Path, head: dict, cam: Path) -> str:
+    """One measured model's row of the seeds table, with its paired difference to CAM."""
+    minus = {mode: compare_evaluations(folder, cam, mode=mode).difference.as_difference()
+             for mode in HEADLINE_PREFIX}
+    return (f"| {label} | {head['mean_roc_auc']:.3f} | `{head['mask_rule']}` | "
+            f"{head['box_iou_accuracy_0.3']:.3f} | {_cell(head.get('cv_box_iou_accuracy_0.3'))} | "
+            f"{minus['box']} | {head['iou_accuracy_0.3']:.3f} | {minus['pixel']} | "
+            f"{head['box_iou_accuracy_0.5']:.3f} | {head['iou_accuracy_0.5']:.3f} |")
 
 
 def _cell(value: float | None) -> str:
