@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=DEFAULT_MODEL)
     ev.add_argument("--out", required=True, type=Path)
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--mask-rule", help="override the card's rule, e.g. fraction_of_max:0.4")
+    ev.add_argument("--mask-rule",
+                    help="override the card's rule: name[:value[:min_region_fraction]], e.g. "
+                         "fraction_of_max:0.4, or fraction_of_max:0.706:0 (every region boxed)")
     ev.add_argument("--sweep-mask-rules", action="store_true",
                     help="also score a grid of mask rules (to choose one on a dev set)")
     ev.add_argument("--batch-size", type=int, default=8)

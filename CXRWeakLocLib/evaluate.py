@@ -68,14 +68,25 @@ def _check_mode(mode: str) -> None:
 
 
 def parse_mask_rule(text: str) -> MaskRule:
-    """``name:value`` (e.g. ``fraction_of_max:0.4``) -> MaskRule; a clear error otherwise."""
-    name, _, value = text.partition(":")
+    """``name[:value[:min_region_fraction]]`` -> MaskRule; a clear error otherwise.
+
+    ``fraction_of_max:0.4`` keeps the default speck filter; ``fraction_of_max:0.706:0``
+    boxes every isolated region (ChestX-ray14's protocol: 180 of 255, no filter).
+    """
+    name, *numbers = text.split(":")
     if name not in MASK_RULES:
         raise CXRWeakLocError(f"unknown mask rule {name!r} (known: {', '.join(MASK_RULES)})")
+    if len(numbers) > 2:
+        raise CXRWeakLocError(f"mask rule {text!r}: expected name[:value[:min_region_fraction]]")
+    defaults = (MaskRule().value, MaskRule().min_region_fraction)
     try:
-        return MaskRule(name, float(value) if value else MaskRule().value)
+        values = [float(number) if number else default
+                  for number, default in zip([*numbers, "", ""][:2], defaults, strict=True)]
     except ValueError:
-        raise CXRWeakLocError(f"mask rule value {value!r} is not a number") from None
+        raise CXRWeakLocError(f"mask rule {text!r}: values must be numbers") from None
+    if not 0.0 <= values[1] <= 1.0:
+        raise CXRWeakLocError(f"mask rule {text!r}: min_region_fraction must be in 0-1")
+    return MaskRule(name, *values)
 
 
 @dataclass

@@ -161,17 +161,27 @@ def test_parse_mask_rule():
     assert parse_mask_rule("otsu").name == "otsu"
     with pytest.raises(CXRWeakLocError, match="unknown mask rule"):
         parse_mask_rule("magic:1")
-    with pytest.raises(CXRWeakLocError, match="not a number"):
+    with pytest.raises(CXRWeakLocError, match="must be numbers"):
         parse_mask_rule("otsu:x")
+    every_region = parse_mask_rule("fraction_of_max:0.706:0")
+    assert every_region == MaskRule("fraction_of_max", 0.706, min_region_fraction=0.0)
+    assert parse_mask_rule("top_fraction::0.2") == MaskRule("top_fraction", 0.5, 0.2)
+    with pytest.raises(CXRWeakLocError, match="min_region_fraction must be in 0-1"):
+        parse_mask_rule("otsu:0:2")
+    with pytest.raises(CXRWeakLocError, match="expected name"):
+        parse_mask_rule("otsu:0:0:0")
 
 
 def test_cli_evaluate_and_bad_root(synthetic_set, tiny_model, tmp_path):
     run = [sys.executable, "-m", "CXRWeakLocLib", "evaluate", "--dataset", "synthetic",
            "--model", str(tiny_model), "--device", "cpu"]
-    good = subprocess.run([*run, "--root", str(synthetic_set), "--out", str(tmp_path / "e")],
+    good = subprocess.run([*run, "--root", str(synthetic_set), "--out", str(tmp_path / "e"),
+                           "--mask-rule", "fraction_of_max:0.706:0"],
                           capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     assert "IoU-accuracy@0.3" in good.stdout
+    rule = json.loads((tmp_path / "e" / "metrics.json").read_text())["mask_rule"]
+    assert rule == {"name": "fraction_of_max", "value": 0.706, "min_region_fraction": 0.0}
     bad = subprocess.run([*run, "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "f")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
