@@ -75,6 +75,7 @@ class CXRWeakLocWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.clicked.connect(self.onApply)
         self.ui.findingsTable.itemSelectionChanged.connect(self.onFindingSelected)
         self.ui.thresholdSlider.valueChanged.connect(self.onThreshold)
+        self.ui.resetThresholdButton.clicked.connect(self.onResetThreshold)
         self.ui.opacitySlider.valueChanged.connect(self.logic.setHeatmapOpacity)
         self.ui.exportSegButton.clicked.connect(self.onExportSeg)
         self.ui.exportDicomSegButton.clicked.connect(self.onExportDicomSeg)
@@ -146,6 +147,7 @@ class CXRWeakLocWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportSegButton.enabled = hasResults
         self.ui.exportDicomSegButton.enabled = hasResults and self.logic.canExportDicomSeg()
         self.ui.thresholdSlider.enabled = hasResults and self.logic.maskRule.name != "otsu"
+        self.ui.resetThresholdButton.enabled = self.ui.thresholdSlider.enabled
 
     def onState(self, state: State):
         self.log(f"{state.value}")
@@ -219,6 +221,11 @@ class CXRWeakLocWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if rows:
             name = self.logic.findings[rows[0].row()].name
             self.logic.showFinding(name, self.ui.opacitySlider.value)
+
+    def onResetThreshold(self):
+        """The slider back to the card's value (re-thresholds through onThreshold)."""
+        if self.logic.maskRule is not None:
+            self.ui.thresholdSlider.value = self.logic.maskRule.value
 
     def onThreshold(self, value: float):
         kept = self.logic.setMaskRuleValue(value)
