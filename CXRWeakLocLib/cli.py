@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .data.sources import DATASETS
 from .errors import CXRWeakLocError
 
 __all__ = ["main", "build_parser"]
@@ -48,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = commands.add_parser("evaluate", help="localisation and classification metrics")
-    ev.add_argument("--dataset", required=True,
-                    choices=["chestxray14", "chexpert", "tbx11k", "synthetic"])
+    ev.add_argument("--dataset", required=True, choices=DATASETS,
+                    help="covid19 has image-level labels only: classification metrics")
     ev.add_argument("--root", required=True, type=Path)
     ev.add_argument("--images-list", type=Path)
     ev.add_argument("--model", default=DEFAULT_MODEL)

@@ -229,13 +229,15 @@ class EvaluationReport:
         if self.floor:
             lines += ["## No-model floor (each finding's mean box, for every image)", "",
                       self.floor.to_markdown("pixel"), ""]
-        lines += ["## Classification", "", "| Finding | ROC-AUC | PR-AUC | positives |",
-                  "|---|---|---|---|"]
+        lines += ["## Classification", "",
+                  "Images labelled for a finding (unlabelled ones are not negatives); nan: one",
+                  "class only.", "",
+                  "| Finding | ROC-AUC | PR-AUC | positives | negatives |", "|---|---|---|---|---|"]
         for name, values in self.classification.findings.items():
             lines.append(f"| {name} | {values.roc_auc:.3f} | {values.pr_auc:.3f} | "
-                         f"{values.n_positive} |")
+                         f"{values.n_positive} | {values.n_negative} |")
         lines.append(f"| Mean | {self.classification.mean_roc_auc:.3f} | "
-                     f"{self.classification.mean_pr_auc:.3f} | |")
+                     f"{self.classification.mean_pr_auc:.3f} | | |")
         if self.sweep:
             lines += ["", "## Mask rules on this set (IoU-accuracy)", "",
                       "| Rule | " + " | ".join(f"{mode} T=0.3 | {mode} T=0.5 | {mode} mTIoU"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -185,6 +186,38 @@ def test_cli_evaluate_and_bad_root(synthetic_set, tiny_model, tmp_path):
     bad = subprocess.run([*run, "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "f")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
+
+
+def test_cli_evaluate_covid19_collection_scores_classification_only(tiny_model, tmp_path):
+    """The COVID-19 collection has labels, no regions: evaluate reports ROC-AUC, no IoU."""
+    fixtures = shared_path("fixtures/covid19")
+    root = tmp_path / "covid-chestxray-dataset"
+    (root / "images").mkdir(parents=True)
+    for image in fixtures.glob("*.jpg"):
+        shutil.copy(image, root / "images" / image.name)
+    subprocess.run([sys.executable, "-m", "CXRWeakLocLib", "sample",
+                    str(root / "images" / "normal.png")], check=True, capture_output=True)
+    rows = [("58", "Pneumonia/Viral/COVID-19", "covid-19-pneumonia-58-prior.jpg"),
+            ("327", "Pneumonia/Bacterial/Streptococcus", "16747_3_1.jpg"),
+            ("61", "No Finding", "normal.png")]
+    with (root / "metadata.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["patientid", "finding", "view", "modality", "folder", "filename"])
+        writer.writerows([(patient, finding, "PA", "X-ray", "images", name)
+                          for patient, finding, name in rows])
+    run = subprocess.run([sys.executable, "-m", "CXRWeakLocLib", "evaluate", "--dataset",
+                          "covid19", "--root", str(root), "--model", str(tiny_model),
+                          "--device", "cpu", "--out", str(tmp_path / "e")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "3 images, 0 regions" in run.stdout
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    pneumonia = metrics["classification"]["findings"]["Pneumonia"]
+    assert (pneumonia["n_positive"], pneumonia["n_negative"]) == (2, 1)
+    assert 0.0 <= pneumonia["roc_auc"] <= 1.0
+    effusion = metrics["classification"]["findings"]["Effusion"]  # the collection is silent
+    assert (effusion["n_positive"], effusion["n_negative"], effusion["roc_auc"]) == (0, 0, None)
+    assert "| Pneumonia |" in (tmp_path / "e" / "metrics.md").read_text()
 
 
 def test_compare_two_evaluations_region_by_region(report, synthetic_set, tiny_model, tmp_path):
