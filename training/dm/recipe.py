@@ -167,12 +167,15 @@ def _slug(label: str) -> str:
     return label.strip("+").replace("+", "-").lower() or "cam"
 
 
-def _measure(folder: Path, out: Path, record: bool = False) -> dict:
+def _measure(folder: Path, out: Path, record: bool = False,
+             rule: MaskRule | None = None) -> dict:
     """Choose the model's mask rule by the sweep on the dev boxes, score it under that rule
-    (with ``record``, the rule and the figures go into the model's card)."""
+    (with ``record``, the rule and the figures go into the model's card); with ``rule``,
+    score under that fixed rule instead, nothing chosen."""
     report = evaluate_model(dataset="chestxray14", root=NIH_MINI, model=str(folder),
                             out_dir=out, images_list=NIH_MINI / "dev_bbox_list.txt",
-                            device="cpu", progress=False, choose_rule=True)
+                            device="cpu", progress=False, mask_rule=rule,
+                            choose_rule=rule is None)
     headline = {**report.headline(), "mask_rule": str(report.mask_rule)}
     (out / "headline.json").write_text(json.dumps({"headline": headline}, indent=2) + "\n")
     logger.info("%s: %s", folder, report.summary_line())
@@ -226,15 +229,8 @@ def paper_rule(args: argparse.Namespace) -> None:
     """Each variant under the paper's fixed rules (nothing chosen on the dev boxes)."""
     for threshold in PAPER_THRESHOLDS:
         for label, folder, _ in VARIANTS:
-            out = PAPER_RULE_OUT / f"t{threshold}" / _slug(label)
-            report = evaluate_model(
-                dataset="chestxray14", root=NIH_MINI, model=str(folder), out_dir=out,
-                images_list=NIH_MINI / "dev_bbox_list.txt", device="cpu", progress=False,
-                mask_rule=paper_rule_of(threshold))
-            headline = {**report.headline(), "mask_rule": str(report.mask_rule)}
-            (out / "headline.json").write_text(json.dumps({"headline": headline}, indent=2)
-                                               + "\n")
-            logger.info("%s at %d/255: %s", label, threshold, report.summary_line())
+            _measure(folder, PAPER_RULE_OUT / f"t{threshold}" / _slug(label),
+                     rule=paper_rule_of(threshold))
     _write_results()
 
 
