@@ -78,15 +78,17 @@ def parse_mask_rule(text: str) -> MaskRule:
         raise CXRWeakLocError(f"unknown mask rule {name!r} (known: {', '.join(MASK_RULES)})")
     if len(numbers) > 2:
         raise CXRWeakLocError(f"mask rule {text!r}: expected name[:value[:min_region_fraction]]")
-    defaults = (MaskRule().value, MaskRule().min_region_fraction)
     try:
-        values = [float(number) if number else default
-                  for number, default in zip([*numbers, "", ""][:2], defaults, strict=True)]
+        value, min_region = (float(number) if number else None
+                             for number in [*numbers, "", ""][:2])
     except ValueError:
         raise CXRWeakLocError(f"mask rule {text!r}: values must be numbers") from None
-    if not 0.0 <= values[1] <= 1.0:
-        raise CXRWeakLocError(f"mask rule {text!r}: min_region_fraction must be in 0-1")
-    return MaskRule(name, *values)
+    default = MaskRule(name)
+    try:
+        return MaskRule(name, default.value if value is None else value,
+                        default.min_region_fraction if min_region is None else min_region)
+    except ValueError as error:  # a parameter out of range
+        raise CXRWeakLocError(f"mask rule {text!r}: {error}") from None
 
 
 @dataclass

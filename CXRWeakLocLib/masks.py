@@ -44,6 +44,8 @@ class MaskRule:
     def __post_init__(self) -> None:
         if self.name not in MASK_RULES:
             raise ValueError(f"unknown mask rule {self.name!r} (known: {', '.join(MASK_RULES)})")
+        if not 0.0 <= self.min_region_fraction <= 1.0:
+            raise ValueError(f"min_region_fraction must be in 0-1, got {self.min_region_fraction}")
 
     def to_dict(self) -> dict:
         return asdict(self)

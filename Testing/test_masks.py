@@ -57,4 +57,7 @@ def test_normalize_and_rule_validation():
     assert normalize_heatmap(np.array([[2.0, 4.0]])).tolist() == [[0.0, 1.0]]
     with pytest.raises(ValueError, match="unknown mask rule"):
         MaskRule("guess", 1.0)
+    for speck_filter in (-0.1, 1.5):  # a card or a command line out of range
+        with pytest.raises(ValueError, match="min_region_fraction must be in 0-1"):
+            MaskRule("otsu", 0.0, speck_filter)
     assert MaskRule().with_value(0.3) == MaskRule("fraction_of_max", 0.3)
