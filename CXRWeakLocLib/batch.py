@@ -36,13 +36,13 @@ from typing import TextIO
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .core.errors import CXRWeakLocError
+from .core.files import ensure_folder, partial_path
+from .core.layout import OutputLayout
+from .core.radiograph import Radiograph, file_stem, read_radiograph
 from .distributed import Shard
-from .errors import CXRWeakLocError
 from .export import export_all, is_complete
-from .export.layout import OutputLayout
-from .files import ensure_folder, partial_path
 from .localize import Localizer
-from .radiograph import Radiograph, file_stem, read_radiograph
 
 __all__ = [
     "SUMMARY_FIELDS",

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .core.errors import CXRWeakLocError
 from .data.sources import DATASETS
-from .errors import CXRWeakLocError
 
 __all__ = ["main", "build_parser"]
 
@@ -104,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _localize(args: argparse.Namespace) -> int:
     from .batch import localize_files
+    from .core.radiograph import find_radiographs
+    from .core.results import select_findings
     from .distributed import Shard
-    from .localize import Localizer, select_findings
-    from .radiograph import find_radiographs
+    from .localize import Localizer
 
     files = find_radiographs(args.inputs)
     if not files:
@@ -153,12 +154,10 @@ def _parse_overrides(items: list[str]) -> dict[str, dict]:
 
 def _train(args: argparse.Namespace) -> int:
     from .train.config import load_config
-    from .train.gan import GAN_METHODS, train_gan
-    from .train.trainer import train
+    from .train.engine import train
 
     config = load_config(args.config, _parse_overrides(args.set))
-    run = train_gan if config.model.method in GAN_METHODS else train
-    result = run(config, device=args.device, resume=not args.no_resume)
+    result = train(config, device=args.device, resume=not args.no_resume)
     if result is not None:
         auc = result.validation.get("mean_roc_auc")
         print(f"model written to {result.model_folder}"
@@ -195,7 +194,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .checkpoint import read_card, shipped_models
+    from .core.card import read_card, shipped_models
 
     cards = [(folder, read_card(folder)) for folder in shipped_models()]
     if args.json:
@@ -229,8 +228,8 @@ def _metric_lines(metrics: dict) -> list[str]:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from .core.findings import finding_by_name
     from .data.synthetic import make_demo_radiograph
-    from .findings import finding_by_name
 
     make_demo_radiograph(args.path, size=args.size, seed=args.seed,
                          finding=finding_by_name(args.finding).name)

@@ -1,4 +1,8 @@
-"""Splitting a batch run across processes and GPUs started by ``torchrun``.
+"""Where a process runs: its device, and its share of a run started by ``torchrun``.
+
+:func:`resolve_device` is the one place a ``--device`` value becomes a torch device
+(``localize``, ``evaluate``, ``train`` and the benchmarks all call it, directly or
+through :meth:`Shard.device`).
 
 ``torchrun --nproc_per_node=N -m CXRWeakLocLib localize ...`` starts N copies of the
 command; each reads its place from the environment torchrun sets (``RANK``,
@@ -6,10 +10,10 @@ command; each reads its place from the environment torchrun sets (``RANK``,
 runs on ``cuda:LOCAL_RANK`` when GPUs are used (else the CPU), and meets the others
 at one barrier before rank 0 merges the per-rank summaries.
 
-The only collective is that barrier, so the process group is always gloo: it
-needs no GPU tensor and works the same for CPU and GPU ranks (NCCL would add
-nothing here but a device guess for the barrier). Without torchrun the run is a
-single shard (rank 0 of 1) and no process group is created.
+A batch run's only collective is that barrier, so its process group is gloo: it
+needs no GPU tensor and works the same for CPU and GPU ranks. Training all-reduces
+gradients, on NCCL for GPUs. Without torchrun a run is a single shard (rank 0 of 1)
+and no process group is created.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-__all__ = ["Shard", "BARRIER_TIMEOUT"]
+from .core.errors import CXRWeakLocError
+
+__all__ = ["Shard", "BARRIER_TIMEOUT", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,20 @@ T = TypeVar("T")
 #: interleaved (every N-th input), so ranks finish close together even when a
 #: resumed run has most of its work left in one part of the archive.
 BARRIER_TIMEOUT = timedelta(hours=24)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a one-line error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CXRWeakLocError("--device cuda asked for, but no CUDA GPU is available here")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise CXRWeakLocError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
 
 
 @dataclass(frozen=True)
@@ -72,27 +92,25 @@ class Shard:
         """
         return list(items[self.rank::self.world])
 
-    def device(self, requested: str) -> str:
+    def device(self, requested: str | torch.device = "auto") -> torch.device:
         """The device this rank runs on: ``cuda:LOCAL_RANK`` for GPU runs under torchrun.
 
         ``requested`` is the user's ``--device`` (``auto``, ``cpu``, ``cuda``,
         ``cuda:N``); an explicit ``cuda:N`` is kept for single-process runs only.
         """
-        wants_cuda = requested.startswith("cuda") or (
-            requested == "auto" and torch.cuda.is_available()
-        )
-        if not (self.distributed and wants_cuda and torch.cuda.is_available()):
-            return requested
+        device = resolve_device(requested)
+        if not (self.distributed and device.type == "cuda"):
+            return device
         torch.cuda.set_device(self.local_rank)
-        return f"cuda:{self.local_rank}"
+        return torch.device("cuda", self.local_rank)
 
     @contextmanager
-    def process_group(self) -> Iterator[None]:
-        """A gloo process group for the barrier, for the duration of the block."""
+    def process_group(self, backend: str = "gloo") -> Iterator[None]:
+        """A process group (gloo by default) for the duration of the block."""
         if not self.distributed:
             yield
             return
-        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+        dist.init_process_group(backend, timeout=BARRIER_TIMEOUT)
         logger.debug("rank %d of %d joined the process group", self.rank, self.world)
         try:
             yield

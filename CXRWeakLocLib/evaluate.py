@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .core.errors import CXRWeakLocError
+from .core.files import atomic_write_text, ensure_folder, partial_path
+from .core.masks import MASK_RULES, MaskRule
+from .core.radiograph import Radiograph, read_radiograph
 from .data.records import ImageRecord, label_vector, patient_key
 from .data.sources import read_dataset
-from .errors import CXRWeakLocError
-from .files import atomic_write_text, ensure_folder, partial_path
 from .localize import Localizer
-from .masks import MASK_RULES, MaskRule
 from .metrics import (
     ClassificationReport,
     Interval,
@@ -38,7 +39,6 @@ from .metrics import (
     paired_iou_accuracy_difference,
     score_localization,
 )
-from .radiograph import Radiograph, read_radiograph
 
 __all__ = ["EvaluationReport", "Comparison", "CrossValidatedChoice", "compare_evaluations",
            "cross_validate_choice", "evaluate_model", "parse_mask_rule", "record_radiograph",

@@ -10,126 +10,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from monai.transforms import Compose, NormalizeIntensity, Resize
 
-from .checkpoint import LoadedModel, ModelCard, load_model
-from .errors import CXRWeakLocError
-from .findings import Finding, finding_by_name
-from .masks import Box, MaskRule, apply_mask_rule, mask_boxes, normalize_heatmap
-from .radiograph import Radiograph
+from .checkpoint import LoadedModel, load_model
+from .core.masks import MaskRule, apply_mask_rule, mask_boxes, normalize_heatmap
+from .core.radiograph import Radiograph
+from .core.results import FindingResult, LocalizationResult, select_findings
+from .data.transforms import model_input_transform
+from .distributed import resolve_device
 
-__all__ = [
-    "FindingResult",
-    "LocalizationResult",
-    "Localizer",
-    "model_input_transform",
-    "resolve_device",
-    "select_findings",
-]
+__all__ = ["Localizer"]
 
 logger = logging.getLogger(__name__)
-
-
-def model_input_transform(card: ModelCard) -> Compose:
-    """Channel-first [0, 1] image -> network input: resize to the card's size, normalise.
-
-    The training datasets use this same transform, so a model sees at inference
-    exactly what it saw in training.
-    """
-    size = (card.input_size, card.input_size)
-    norm = card.normalization
-    return Compose([
-        Resize(size, mode="bilinear", anti_aliasing=True),
-        NormalizeIntensity(subtrahend=norm["mean"], divisor=norm["std"]),
-    ])
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CXRWeakLocError("--device cuda asked for, but no CUDA GPU is available here")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise CXRWeakLocError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
-
-
-@dataclass
-class FindingResult:
-    """One finding on one radiograph. ``heatmap``/``mask`` are None when not selected."""
-
-    finding: Finding
-    probability: float
-    threshold: float
-    heatmap: np.ndarray | None = None
-    mask: np.ndarray | None = None
-    boxes: list[Box] = field(default_factory=list)
-    #: DICOM Segment Algorithm Type: AUTOMATIC as the model made it, SEMIAUTOMATIC
-    #: once a person edited the mask (Slicer's Segment Editor)
-    algorithm_type: str = "AUTOMATIC"
-    #: the radiograph with this finding's disease map removed, in [0, 1] (only for
-    #: generative methods, whose networks have ``disease_maps``)
-    healed: np.ndarray | None = None
-
-    @property
-    def name(self) -> str:
-        return self.finding.name
-
-    @property
-    def positive(self) -> bool:
-        return self.probability >= self.threshold
-
-    @property
-    def mask_area_px(self) -> int:
-        return 0 if self.mask is None else int(self.mask.sum())
-
-
-@dataclass
-class LocalizationResult:
-    """All findings of one radiograph under one model."""
-
-    model_name: str
-    model_version: str
-    method: str
-    mask_rule: MaskRule
-    findings: list[FindingResult]
-
-    @property
-    def localized(self) -> list[FindingResult]:
-        """The findings that carry a heatmap and a mask (the exported ones)."""
-        return [f for f in self.findings if f.heatmap is not None]
-
-    def get(self, name: str) -> FindingResult:
-        wanted = finding_by_name(name).name
-        for result in self.findings:
-            if result.name == wanted:
-                return result
-        raise KeyError(wanted)
-
-
-def select_findings(selection: str | Sequence[str], card: ModelCard) -> str | list[str]:
-    """Validate ``positive``, ``all`` or finding names against the model's findings."""
-    if isinstance(selection, str) and selection in ("positive", "all"):
-        return selection
-    names = selection.split(",") if isinstance(selection, str) else list(selection)
-    chosen = []
-    for name in (n.strip() for n in names if n.strip()):
-        finding = finding_by_name(name)
-        if finding.name not in card.findings:
-            raise CXRWeakLocError(
-                f"model {card.name} does not know {finding.name} (it knows: "
-                f"{', '.join(card.findings)})"
-            )
-        chosen.append(finding.name)
-    if not chosen:
-        raise CXRWeakLocError("no findings selected")
-    return chosen
 
 
 class Localizer:
@@ -148,7 +42,7 @@ class Localizer:
         self.findings = model.card.finding_objects
 
     @classmethod
-    def from_name(cls, name_or_path: str, device: str = "auto") -> Localizer:
+    def from_name(cls, name_or_path: str, device: str | torch.device = "auto") -> Localizer:
         """Load a model by name or folder and wrap it."""
         return cls(load_model(name_or_path, resolve_device(device)))
 
@@ -159,8 +53,7 @@ class Localizer:
 
     def predict(self, batch: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         """Probabilities ``(B, C)`` and model-space maps ``(B, C, h, w)`` of a prepared batch."""
-        needs_gradients = getattr(self.model.network, "needs_gradients", False)
-        with torch.inference_mode(mode=not needs_gradients):
+        with torch.inference_mode(mode=not self.model.method.gradients_at_inference):
             logits, maps = self.model.network(batch.to(self.model.device))
         return torch.sigmoid(logits).float().cpu().numpy(), maps.detach().float().cpu()
 
@@ -185,7 +78,7 @@ class Localizer:
             self._result(radiograph, probs, image_maps, selection)
             for radiograph, probs, image_maps in zip(radiographs, probabilities, maps, strict=True)
         ]
-        if hasattr(self.model.network, "disease_maps"):
+        if self.model.method.heals:
             self._heal(radiographs, batch, results)
         return results
 

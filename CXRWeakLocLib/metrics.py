@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from .core.findings import BOXED_FINDINGS
+from .core.masks import Box, MaskRule, apply_mask_rule, mask_boxes
 from .data.records import Annotation
-from .findings import BOXED_FINDINGS
-from .masks import Box, MaskRule, apply_mask_rule, mask_boxes
 
 __all__ = [
     "IOU_THRESHOLDS",

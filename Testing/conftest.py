@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from CXRWeakLocLib.checkpoint import ModelCard, save_model
-from CXRWeakLocLib.findings import CHESTXRAY14
-from CXRWeakLocLib.models import build_model
+from CXRWeakLocLib.checkpoint import save_model
+from CXRWeakLocLib.core.card import ModelCard
+from CXRWeakLocLib.core.findings import CHESTXRAY14
+from CXRWeakLocLib.methods import build_network
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -48,7 +49,7 @@ def make_tiny_model(folder: Path, method: str = "cam", seed: int = 0,
         operating_thresholds={f.name: 0.5 for f in CHESTXRAY14},
         description="random tiny model for tests",
     )
-    network = build_model({"method": method, **card.architecture}, len(card.findings))
+    network = build_network(method, card.architecture, len(card.findings))
     return save_model(folder, card, network, overwrite=True)
 
 

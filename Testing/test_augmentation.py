@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from CXRWeakLocLib.core.errors import ConfigError
 from CXRWeakLocLib.data.dataset import Augmentation, RandHidePatchesd, RandResizedCropd
-from CXRWeakLocLib.errors import ConfigError
 from CXRWeakLocLib.train.config import load_config
 
 

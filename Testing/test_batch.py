@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from CXRWeakLocLib.batch import SUMMARY_FILE, RadiographFiles, localize_files
+from CXRWeakLocLib.core.radiograph import read_radiograph
 from CXRWeakLocLib.distributed import Shard
 from CXRWeakLocLib.localize import Localizer
-from CXRWeakLocLib.radiograph import read_radiograph
 
 IMAGES = 6
 

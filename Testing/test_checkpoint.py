@@ -13,17 +13,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from CXRWeakLocLib.checkpoint import (
+from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.core.card import (
     INSTALLED_MODELS_DIR,
     SHIPPED_MODELS_DIR,
-    load_model,
     model_search_path,
     read_card,
     resolve_model,
     update_card,
 )
-from CXRWeakLocLib.errors import CheckpointError
-from CXRWeakLocLib.masks import MaskRule
+from CXRWeakLocLib.core.errors import CheckpointError
+from CXRWeakLocLib.core.masks import MaskRule
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_architecture_mismatch_refused(model_copy):
     state = load_file(str(model_copy / "model.safetensors"))
     state["classifier.weight"] = state["classifier.weight"][:3]
     save_file(state, str(model_copy / "model.safetensors"))
-    from CXRWeakLocLib.files import sha256_of
+    from CXRWeakLocLib.core.files import sha256_of
 
     edit_card(model_copy, weights_sha256=sha256_of(model_copy / "model.safetensors"))
     with pytest.raises(CheckpointError, match="wrong shape"):
@@ -84,7 +84,7 @@ def test_bad_cards_refused(model_copy, change, message):
 
 
 def test_a_card_with_a_retired_finding_code_still_loads(model_copy):
-    from CXRWeakLocLib.findings import finding_by_name
+    from CXRWeakLocLib.core.findings import finding_by_name
 
     edit_card(model_copy, findings=[{"name": "Pleural_Thickening", "code": "44608003"}])
     card = read_card(model_copy)

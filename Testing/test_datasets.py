@@ -13,6 +13,8 @@ import pytest
 from conftest import shared_path
 from PIL import Image, ImageDraw
 
+from CXRWeakLocLib.core.errors import ConfigError
+from CXRWeakLocLib.core.radiograph import read_radiograph
 from CXRWeakLocLib.data.chexpert import (
     attach_annotations,
     decode_rle,
@@ -21,8 +23,6 @@ from CXRWeakLocLib.data.chexpert import (
 )
 from CXRWeakLocLib.data.covid19 import read_covid19
 from CXRWeakLocLib.data.tbx11k import read_tbx11k
-from CXRWeakLocLib.errors import ConfigError
-from CXRWeakLocLib.radiograph import read_radiograph
 
 CHEXPERT_VOCABULARY = {
     "Cardiomegaly", "Mass", "Edema", "Consolidation", "Pneumonia", "Atelectasis",

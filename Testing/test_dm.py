@@ -9,16 +9,18 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from CXRWeakLocLib.checkpoint import ModelCard, load_model, save_model
+from CXRWeakLocLib.checkpoint import load_model, save_model
+from CXRWeakLocLib.core.card import ModelCard
+from CXRWeakLocLib.core.errors import ConfigError
+from CXRWeakLocLib.core.findings import CHESTXRAY14
+from CXRWeakLocLib.core.radiograph import Radiograph
 from CXRWeakLocLib.data.synthetic import write_synthetic_dataset
-from CXRWeakLocLib.errors import ConfigError
 from CXRWeakLocLib.evaluate import evaluate_model
 from CXRWeakLocLib.export import export_all
-from CXRWeakLocLib.findings import CHESTXRAY14
 from CXRWeakLocLib.localize import Localizer
-from CXRWeakLocLib.metrics import mask_bounding_box
-from CXRWeakLocLib.models import BackboneConfig, CAMClassifier, build_model
-from CXRWeakLocLib.models.dm import (
+from CXRWeakLocLib.methods import build_network
+from CXRWeakLocLib.methods.cam import CAMClassifier
+from CXRWeakLocLib.methods.dm.network import (
     AlignmentNet,
     DiseaseMaskCAM,
     affine_matrix,
@@ -26,14 +28,15 @@ from CXRWeakLocLib.models.dm import (
     invert_affine,
     warp,
 )
-from CXRWeakLocLib.radiograph import Radiograph
-from CXRWeakLocLib.train.dm_objectives import dm_objective
-from CXRWeakLocLib.train.dm_stages import (
+from CXRWeakLocLib.methods.dm.objectives import dm_objective
+from CXRWeakLocLib.methods.dm.stages import (
     AlignedCAMs,
     disease_masks,
     pseudo_disease_masks,
     write_ensemble,
 )
+from CXRWeakLocLib.metrics import mask_bounding_box
+from CXRWeakLocLib.networks.backbone import BackboneConfig
 
 TINY = BackboneConfig("resnet10", 0.125)
 FINDINGS = [f.name for f in CHESTXRAY14]
@@ -305,7 +308,7 @@ def tiny_dm(tmp_path_factory):
 
 def test_builder_rejects_unknown_options():
     with pytest.raises(ValueError, match="dm options"):
-        build_model({"method": "dm", "options": {"colour": 1}}, 2)
+        build_network("dm", {"options": {"colour": 1}}, 2)
 
 
 def test_a_tiny_dm_model_localizes_and_exports_in_the_radiograph_geometry(tiny_dm, tmp_path):

@@ -13,8 +13,11 @@ import pytest
 from conftest import shared_path
 
 from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.core.errors import CXRWeakLocError
+from CXRWeakLocLib.core.findings import CHESTXRAY14
+from CXRWeakLocLib.core.masks import MaskRule, parse_mask_rule
+from CXRWeakLocLib.core.radiograph import read_radiograph
 from CXRWeakLocLib.data.synthetic import read_synthetic, write_synthetic_dataset
-from CXRWeakLocLib.errors import CXRWeakLocError
 from CXRWeakLocLib.evaluate import (
     CHOOSE_MODE,
     HEADLINE_PREFIX,
@@ -23,13 +26,9 @@ from CXRWeakLocLib.evaluate import (
     compare_evaluations,
     cross_validate_choice,
     evaluate_model,
-    parse_mask_rule,
 )
-from CXRWeakLocLib.findings import CHESTXRAY14
 from CXRWeakLocLib.localize import Localizer
-from CXRWeakLocLib.masks import MaskRule
 from CXRWeakLocLib.metrics import LocalizationReport, LocalizationScore, annotation_mask
-from CXRWeakLocLib.radiograph import read_radiograph
 
 
 @pytest.fixture(scope="module")

@@ -18,20 +18,21 @@ from PIL import Image
 from slicer_scene import slicer_scene
 
 from CXRWeakLocLib.checkpoint import load_model
-from CXRWeakLocLib.errors import CXRWeakLocError
-from CXRWeakLocLib.export import FORMATS, OutputLayout, export_all, is_complete
-from CXRWeakLocLib.export.geometry import ijk_to_lps
-from CXRWeakLocLib.export.seg_nrrd import TERMINOLOGY_CONTEXT
-from CXRWeakLocLib.findings import (
+from CXRWeakLocLib.core.errors import CXRWeakLocError
+from CXRWeakLocLib.core.findings import (
     CATEGORY,
     CHESTXRAY14,
     EXTRA_FINDINGS,
     PRIVATE_SCHEME,
     finding_by_name,
 )
-from CXRWeakLocLib.localize import FindingResult, LocalizationResult, Localizer
-from CXRWeakLocLib.masks import MaskRule, mask_boxes
-from CXRWeakLocLib.radiograph import Radiograph, read_radiograph
+from CXRWeakLocLib.core.masks import MaskRule, mask_boxes
+from CXRWeakLocLib.core.radiograph import Radiograph, read_radiograph
+from CXRWeakLocLib.core.results import FindingResult, LocalizationResult
+from CXRWeakLocLib.export import FORMATS, OutputLayout, export_all, is_complete
+from CXRWeakLocLib.export.geometry import ijk_to_lps
+from CXRWeakLocLib.export.seg_nrrd import TERMINOLOGY_CONTEXT
+from CXRWeakLocLib.localize import Localizer
 
 TERMINOLOGY_FILE = REPO / "Resources" / "Terminology" / "CXRWeakLoc.term.json"
 #: A rotation about the z axis and a flip: geometry must travel, not be assumed.

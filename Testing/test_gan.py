@@ -11,25 +11,25 @@ import torch
 from safetensors.torch import load_file
 
 from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.core.anatomy import chest_region
+from CXRWeakLocLib.core.masks import MaskRule, apply_mask_rule
+from CXRWeakLocLib.core.radiograph import Radiograph
 from CXRWeakLocLib.data.synthetic import _anatomy, make_synthetic_dataset, write_synthetic_dataset
 from CXRWeakLocLib.evaluate import evaluate_model
 from CXRWeakLocLib.export import export_all
 from CXRWeakLocLib.localize import Localizer
-from CXRWeakLocLib.masks import MaskRule, apply_mask_rule
-from CXRWeakLocLib.models import build_model
-from CXRWeakLocLib.models.taggan import estimate_lung_field
-from CXRWeakLocLib.radiograph import Radiograph
-from CXRWeakLocLib.train.config import load_config
-from CXRWeakLocLib.train.gan import (
+from CXRWeakLocLib.losses import gradient_penalty
+from CXRWeakLocLib.methods import build_network
+from CXRWeakLocLib.methods.healing.adversarial import (
     GANSettings,
-    TagGANRecipe,
     TrainingDivergedError,
-    VAGANRecipe,
     calibrate_scores,
-    gradient_penalty,
     map_spread,
-    train_gan,
 )
+from CXRWeakLocLib.methods.healing.taggan import TagGANRecipe
+from CXRWeakLocLib.methods.healing.vagan import VAGANRecipe
+from CXRWeakLocLib.train.config import load_config
+from CXRWeakLocLib.train.engine import train
 
 FINDINGS = ["Cardiomegaly", "Effusion", "Mass"]
 
@@ -52,7 +52,7 @@ class _ZeroMap(torch.nn.Module):
 
 @pytest.mark.parametrize("method", ["taggan", "vagan"])
 def test_a_zero_map_leaves_the_image_unchanged(method):
-    net = build_model({"method": method, "options": OPTIONS}, len(FINDINGS))
+    net = build_network(method, {"options": OPTIONS}, len(FINDINGS))
     net.generator = _ZeroMap()
     x = torch.randn(2, 1, 32, 32)
     healed, generated = net.heal(x, torch.tensor([0, 2]))
@@ -63,7 +63,7 @@ def test_a_zero_map_leaves_the_image_unchanged(method):
 @pytest.mark.parametrize("method", ["taggan", "vagan"])
 def test_a_fresh_generator_heals_nothing_and_can_learn(method):
     """The map starts at exactly 0 (no unit-variance map forced by a normalisation)."""
-    net = build_model({"method": method, "options": OPTIONS}, len(FINDINGS))
+    net = build_network(method, {"options": OPTIONS}, len(FINDINGS))
     x, classes = torch.randn(2, 1, 32, 32), torch.tensor([0, 2])
     healed, generated = net.heal(x, classes)
     assert torch.equal(healed, x) and not generated.any()
@@ -83,7 +83,7 @@ def test_a_fresh_generator_heals_nothing_and_can_learn(method):
 def test_the_signs_of_the_two_methods():
     x = torch.zeros(1, 1, 16, 16)
     for method, sign in (("taggan", -1.0), ("vagan", 1.0)):
-        net = build_model({"method": method, "options": OPTIONS}, len(FINDINGS)).eval()
+        net = build_network(method, {"options": OPTIONS}, len(FINDINGS)).eval()
         healed, generated = net.heal(x, torch.tensor([1]))
         assert torch.allclose(healed, x + sign * generated)
         # disease_maps D: healed = x - D
@@ -106,7 +106,7 @@ class _EchoMap(torch.nn.Module):
 
 
 def test_map_spread_flags_a_generator_that_ignores_its_input():
-    net = build_model({"method": "taggan", "options": OPTIONS}, len(FINDINGS))
+    net = build_network("taggan", {"options": OPTIONS}, len(FINDINGS))
     images = torch.zeros(4, 1, 16, 16)
     for index in range(4):  # a blob in a different place on each image
         images[index, 0, 4 * index:4 * index + 4, 2:6] = 1.0
@@ -118,7 +118,7 @@ def test_map_spread_flags_a_generator_that_ignores_its_input():
 
 
 def test_the_backward_cycle_has_the_image_shape():
-    net = build_model({"method": "taggan", "options": OPTIONS}, len(FINDINGS))
+    net = build_network("taggan", {"options": OPTIONS}, len(FINDINGS))
     recipe = TagGANRecipe(net, GANSettings(), len(FINDINGS))
     batch = {"image": torch.randn(3, 1, 32, 32), "finding": torch.tensor([0, 1, 2])}
     healed, generated, restored = recipe._cycle(batch)
@@ -168,7 +168,7 @@ def test_each_constraint_function_finds_the_blob(rule):
 
 def test_the_lung_field_estimate_covers_the_synthetic_lungs():
     record = make_synthetic_dataset(1, 128, seed=3, prevalence=0.0)[0]
-    field = estimate_lung_field(record.pixels)
+    field = chest_region(record.pixels)
     lungs = _anatomy(128).lungs
     truth = lungs[-1] | lungs[1]
     assert (field & truth).sum() / truth.sum() > 0.8
@@ -176,17 +176,17 @@ def test_the_lung_field_estimate_covers_the_synthetic_lungs():
 
 
 def test_the_lung_field_option_zeroes_maps_outside_it():
-    net = build_model({"method": "taggan", "options": {**OPTIONS, "lung_field": True}},
+    net = build_network("taggan", {"options": {**OPTIONS, "lung_field": True}},
                       len(FINDINGS)).eval()
     image = torch.as_tensor(make_synthetic_dataset(1, 64, seed=3)[0].pixels)[None, None]
     _, maps = net((image - 0.5) / 0.5)
-    outside = ~estimate_lung_field(image[0, 0].numpy())
+    outside = ~chest_region(image[0, 0].numpy())
     assert outside.any() and not maps[0, :, torch.as_tensor(outside)].any()
 
 
 def test_unknown_options_and_settings_are_refused():
     with pytest.raises(ValueError, match="unknown colour"):
-        build_model({"method": "taggan", "options": {"colour": 1}}, 2)
+        build_network("taggan", {"options": {"colour": 1}}, 2)
     with pytest.raises(Exception, match="unknown GAN setting"):
         GANSettings.from_dict({"cycel": 10})
 
@@ -230,7 +230,7 @@ lr = 1e-4
 @pytest.fixture(scope="module")
 def tiny_gan(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("gan")
-    result = train_gan(load_config(_config(folder)), device="cpu")
+    result = train(load_config(_config(folder)), device="cpu")
     return result.model_folder
 
 
@@ -251,10 +251,10 @@ def test_a_run_writes_samples_logs_and_a_loadable_model(tiny_gan):
 
 def test_resumed_run_equals_an_uninterrupted_run(tmp_path):
     config = _config(tmp_path, sample_every=0)
-    full = train_gan(load_config(config, {"run": {"output": "full"}}), device="cpu")
-    train_gan(load_config(config, {"run": {"output": "half"}, "optim": {"epochs": 1}}),
+    full = train(load_config(config, {"run": {"output": "full"}}), device="cpu")
+    train(load_config(config, {"run": {"output": "half"}, "optim": {"epochs": 1}}),
               device="cpu")
-    resumed = train_gan(load_config(config, {"run": {"output": "half"}}), device="cpu")
+    resumed = train(load_config(config, {"run": {"output": "half"}}), device="cpu")
     a = load_file(str(full.run_folder / "last" / "state.safetensors"))
     b = load_file(str(resumed.run_folder / "last" / "state.safetensors"))
     assert a.keys() == b.keys()
@@ -265,7 +265,7 @@ def test_resumed_run_equals_an_uninterrupted_run(tmp_path):
 def test_divergence_stops_with_one_line_and_saves_nothing(tmp_path):
     config = load_config(_config(tmp_path, max_critic_loss=1e-9))
     with pytest.raises(TrainingDivergedError) as caught:
-        train_gan(config, device="cpu")
+        train(config, device="cpu")
     message = str(caught.value)
     assert "\n" not in message and "diverged at generator step 1" in message
     assert "max_critic_loss" in message
@@ -282,7 +282,7 @@ def test_nan_losses_stop_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(VAGANRecipe, "critic_loss", nan_loss)
     with pytest.raises(TrainingDivergedError, match="NaN"):
-        train_gan(config, device="cpu")
+        train(config, device="cpu")
 
 
 def test_a_tiny_model_runs_through_localize_exports_and_evaluate(tiny_gan, tmp_path):

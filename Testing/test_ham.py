@@ -11,13 +11,15 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from CXRWeakLocLib.checkpoint import load_model, read_card, update_card
+from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.core.card import read_card, update_card
+from CXRWeakLocLib.core.errors import ConfigError
+from CXRWeakLocLib.core.radiograph import Radiograph
 from CXRWeakLocLib.data.synthetic import write_synthetic_dataset
-from CXRWeakLocLib.errors import ConfigError
 from CXRWeakLocLib.evaluate import evaluate_model
 from CXRWeakLocLib.localize import Localizer
-from CXRWeakLocLib.models import BackboneConfig, build_model
-from CXRWeakLocLib.models.ham import (
+from CXRWeakLocLib.methods import build_network
+from CXRWeakLocLib.methods.ham.network import (
     FABlock,
     HAMNet,
     HAMOptions,
@@ -25,16 +27,16 @@ from CXRWeakLocLib.models.ham import (
     minmax_cams,
     refine_cams,
 )
-from CXRWeakLocLib.radiograph import Radiograph
-from CXRWeakLocLib.train.config import load_config
-from CXRWeakLocLib.train.ham_loss import (
+from CXRWeakLocLib.methods.ham.objective import (
     HAMObjective,
     anomaly_targets,
     bound_loss,
     box_loss,
     union_loss,
 )
-from CXRWeakLocLib.train.trainer import train
+from CXRWeakLocLib.networks.backbone import BackboneConfig
+from CXRWeakLocLib.train.config import load_config
+from CXRWeakLocLib.train.engine import train
 
 TINY_BACKBONE = {"name": "resnet10", "width": 0.125, "output_stride": 8, "dilated": True}
 SATURATED = 5.0  # far above the soft mask's 0.75 centre
@@ -49,7 +51,7 @@ def region(rows: slice, columns: slice, size: int = 16, value: float = SATURATED
 
 def tiny_ham(num_classes: int = 3) -> HAMNet:
     torch.manual_seed(0)
-    return build_model({"method": "ham", "backbone": TINY_BACKBONE}, num_classes)
+    return build_network("ham", {"backbone": TINY_BACKBONE}, num_classes)
 
 
 # --- losses on hand-built maps -------------------------------------------------------
@@ -143,7 +145,7 @@ def test_fa_block_starts_as_the_identity():
 
 
 def test_dilated_stride_8_backbone_equals_the_strided_one_where_both_are_defined():
-    from CXRWeakLocLib.models.backbone import ResNetFeatures
+    from CXRWeakLocLib.networks.backbone import ResNetFeatures
 
     torch.manual_seed(3)
     strided = ResNetFeatures(BackboneConfig("resnet10", 0.125, output_stride=32)).eval()
@@ -181,7 +183,7 @@ def test_heads_are_bias_free_and_cams_do_not_train_the_heads():
 
 def test_unknown_options_are_refused():
     with pytest.raises(ValueError, match="lse_radius"):
-        build_model({"method": "ham", "backbone": TINY_BACKBONE,
+        build_network("ham", {"backbone": TINY_BACKBONE,
                      "options": {"lse_radius": 3}}, 3)
     with pytest.raises(ConfigError, match="bond_weight"):
         HAMObjective({"bond_weight": 1.0})

@@ -7,12 +7,15 @@ import pytest
 import torch
 from conftest import make_tiny_model, shared_path
 
-from CXRWeakLocLib.checkpoint import SHIPPED_MODELS_DIR, load_model
-from CXRWeakLocLib.errors import CXRWeakLocError
-from CXRWeakLocLib.localize import Localizer, resolve_device
-from CXRWeakLocLib.models import CAMClassifier, build_model
-from CXRWeakLocLib.models.backbone import BackboneConfig
-from CXRWeakLocLib.radiograph import Radiograph, read_radiograph
+from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.core.card import SHIPPED_MODELS_DIR
+from CXRWeakLocLib.core.errors import CXRWeakLocError
+from CXRWeakLocLib.core.radiograph import Radiograph, read_radiograph
+from CXRWeakLocLib.distributed import resolve_device
+from CXRWeakLocLib.localize import Localizer
+from CXRWeakLocLib.methods import build_network
+from CXRWeakLocLib.methods.cam import CAMClassifier
+from CXRWeakLocLib.networks.backbone import BackboneConfig
 
 
 def test_in_model_cam_equals_gap_linear_classifier():
@@ -75,9 +78,9 @@ def test_gradcam_model_localizes_with_the_same_probabilities(tmp_path):
         assert torch.allclose(ratio, ratio.mean(), rtol=1e-3)
 
 
-def test_build_model_rejects_unknown_options():
+def test_build_network_rejects_unknown_options():
     with pytest.raises(ValueError, match="takes no options"):
-        build_model({"method": "cam", "options": {"x": 1}}, 2)
+        build_network("cam", {"options": {"x": 1}}, 2)
 
 
 SHIPPED = sorted(p.name for p in SHIPPED_MODELS_DIR.iterdir() if (p / "model.json").is_file())

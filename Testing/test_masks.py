@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from CXRWeakLocLib.masks import Box, MaskRule, apply_mask_rule, mask_boxes, normalize_heatmap
+from CXRWeakLocLib.core.masks import Box, MaskRule, apply_mask_rule, mask_boxes, normalize_heatmap
 
 
 def two_blobs() -> np.ndarray:

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from CXRWeakLocLib.core.masks import Box, MaskRule
 from CXRWeakLocLib.data.records import Annotation
-from CXRWeakLocLib.masks import Box, MaskRule
 from CXRWeakLocLib.metrics import (
     ClassificationReport,
     LocalizationReport,

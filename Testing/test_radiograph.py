@@ -25,8 +25,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from CXRWeakLocLib.errors import RadiographError
-from CXRWeakLocLib.radiograph import (
+from CXRWeakLocLib.core.errors import RadiographError
+from CXRWeakLocLib.core.radiograph import (
     MAX_PIXELS,
     DisplayOrientation,
     display_orientation,

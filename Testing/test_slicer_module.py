@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import REPO, shared_path
 
-from CXRWeakLocLib.findings import finding_by_name
-from CXRWeakLocLib.masks import apply_mask_rule
+from CXRWeakLocLib.core.findings import finding_by_name
+from CXRWeakLocLib.core.masks import apply_mask_rule
 
 MODULE_DIR = REPO / "CXRWeakLoc"
 sys.path.insert(0, str(MODULE_DIR))
@@ -154,7 +154,7 @@ def _matrix(node) -> np.ndarray:
 
 
 def test_volume_has_the_radiograph_geometry(scene, logic_module, radiograph_path):
-    from CXRWeakLocLib.radiograph import read_radiograph
+    from CXRWeakLocLib.core.radiograph import read_radiograph
 
     radiograph = read_radiograph(radiograph_path)
     volume = logic_module.LocalizationLogic.loadRadiograph(radiograph_path)
@@ -321,7 +321,7 @@ def test_volume_without_a_source_file_runs_through_nrrd(scene, logic_module, tin
     """A volume made in Slicer (no file behind it) goes to the engine as NRRD."""
     from CXRWeakLocModuleLib import mrml
 
-    from CXRWeakLocLib.radiograph import read_radiograph
+    from CXRWeakLocLib.core.radiograph import read_radiograph
 
     image = sorted(shared_path("nih-mini/images").glob("*.png"))[0]
     radiograph = read_radiograph(image)

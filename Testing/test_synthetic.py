@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from CXRWeakLocLib.core.errors import ConfigError
+from CXRWeakLocLib.core.findings import BOXED_FINDINGS, CHESTXRAY14
+from CXRWeakLocLib.core.radiograph import read_radiograph
 from CXRWeakLocLib.data.synthetic import (
     SyntheticChestGenerator,
     make_demo_radiograph,
@@ -12,9 +15,6 @@ from CXRWeakLocLib.data.synthetic import (
     read_synthetic,
     write_synthetic_dataset,
 )
-from CXRWeakLocLib.errors import ConfigError
-from CXRWeakLocLib.findings import BOXED_FINDINGS, CHESTXRAY14
-from CXRWeakLocLib.radiograph import read_radiograph
 
 SIZE = 128
 

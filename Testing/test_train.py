@@ -15,10 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 from CXRWeakLocLib.checkpoint import load_model
-from CXRWeakLocLib.errors import ConfigError
+from CXRWeakLocLib.core.errors import ConfigError
+from CXRWeakLocLib.losses import WeightedBCELoss
+from CXRWeakLocLib.methods import build_network
 from CXRWeakLocLib.train.config import load_config
-from CXRWeakLocLib.train.losses import WeightedBCELoss
-from CXRWeakLocLib.train.trainer import operating_thresholds, split_by_patient, train
+from CXRWeakLocLib.train.engine import train
+from CXRWeakLocLib.train.run import init_from, split_by_patient
+from CXRWeakLocLib.train.validation import operating_thresholds
 
 TINY_CONFIG = """
 [run]
@@ -162,8 +165,6 @@ def test_ddp_with_two_cpu_processes(tmp_path):
 
 def test_pretrained_backbone_seeds_a_run_with_other_findings(tmp_path):
     """Synthetic pretraining (8 findings) -> ``init_from`` of a 14-finding network."""
-    from CXRWeakLocLib.models import build_model
-    from CXRWeakLocLib.train.trainer import _init_from
 
     config = write_config(tmp_path, epochs=1, name="pretrain")
     config.write_text(config.read_text().replace(
@@ -172,9 +173,9 @@ def test_pretrained_backbone_seeds_a_run_with_other_findings(tmp_path):
     pretrained = train(load_config(config), "cpu").model_folder
     weights = load_file(str(pretrained / "model.safetensors"))
     card = load_model(pretrained).card
-    network = build_model({"method": card.method, **card.architecture}, 14)
+    network = build_network(card.method, card.architecture, 14)
     before = {k: v.clone() for k, v in network.state_dict().items()}
-    _init_from(network, pretrained)
+    init_from(network, pretrained)
     after = network.state_dict()
     loaded = [k for k in after if k in weights and weights[k].shape == after[k].shape]
     kept = [k for k in after if k in weights and weights[k].shape != after[k].shape]
@@ -187,8 +188,8 @@ def test_pretrained_backbone_seeds_a_run_with_other_findings(tmp_path):
 
 def test_cards_and_seed_files_record_what_a_run_was_pretrained_on(tmp_path):
     """Pretrain -> fine-tune (``init_from`` a folder) -> seed file -> run from the seed."""
-    from CXRWeakLocLib.checkpoint import training_lineage
-    from CXRWeakLocLib.train.dm_stages import write_seed
+    from CXRWeakLocLib.methods.dm.stages import write_seed
+    from CXRWeakLocLib.train.lineage import training_lineage
 
     first = train(load_config(write_config(tmp_path, epochs=1, count=16, name="first")), "cpu")
     first_card = load_model(first.model_folder).card

@@ -24,11 +24,12 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from CXRWeakLocLib.checkpoint import ModelCard, resolve_model, save_model
+from CXRWeakLocLib.checkpoint import save_model
+from CXRWeakLocLib.core.card import ModelCard, resolve_model
+from CXRWeakLocLib.core.errors import CheckpointError
+from CXRWeakLocLib.core.findings import CHESTXRAY14
 from CXRWeakLocLib.data.synthetic import SyntheticChestGenerator
-from CXRWeakLocLib.errors import CheckpointError
-from CXRWeakLocLib.findings import CHESTXRAY14
-from CXRWeakLocLib.models import build_model
+from CXRWeakLocLib.methods import build_network
 
 REPO = Path(__file__).resolve().parents[1]
 SIIM_DICOM = REPO.parent / "shared" / "data" / "fixtures" / "dicom" / "siim_cxr.dcm"
@@ -80,7 +81,7 @@ def model_folder(name_or_path: str, workdir: Path, method: str = "cam") -> tuple
         findings=[f.name for f in CHESTXRAY14], input_size=SHIPPED_INPUT_SIZE,
         description="shipped architecture, random weights (benchmarks only)",
     )
-    network = build_model({"method": method, **card.architecture}, len(card.findings))
+    network = build_network(method, card.architecture, len(card.findings))
     folder = save_model(workdir / card.name, card, network, overwrite=True)
     return folder, f"{method}, shipped architecture, random weights ({name_or_path} not installed)"
 

@@ -29,9 +29,9 @@ from common import (
 from monai.visualize import GradCAM
 from torch import nn
 
+from CXRWeakLocLib.core.radiograph import Radiograph
 from CXRWeakLocLib.localize import Localizer
-from CXRWeakLocLib.models import GradCAMNet
-from CXRWeakLocLib.radiograph import Radiograph
+from CXRWeakLocLib.methods.gradcam import GradCAMNet
 
 TARGET_RATIO = 10.0
 TARGET_LAYER = "backbone.layer4"

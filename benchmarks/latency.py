@@ -28,15 +28,15 @@ from common import (
     write_dicom,
 )
 
+from CXRWeakLocLib.core.layout import OutputLayout
+from CXRWeakLocLib.core.radiograph import read_radiograph
 from CXRWeakLocLib.export import export_all
 from CXRWeakLocLib.export.dicom_seg import write_dicom_seg
 from CXRWeakLocLib.export.findings_json import write_findings_json
 from CXRWeakLocLib.export.heatmap_nrrd import write_heatmaps
-from CXRWeakLocLib.export.layout import OutputLayout
 from CXRWeakLocLib.export.overview_png import write_overview
 from CXRWeakLocLib.export.seg_nrrd import write_segmentation
 from CXRWeakLocLib.localize import Localizer
-from CXRWeakLocLib.radiograph import read_radiograph
 
 TARGET_SECONDS = 1.0  # one study at 512 px, warm, on the 2-core development machine
 

@@ -17,11 +17,10 @@ from pathlib import Path
 
 from common import SHIPPED_ARCHITECTURE, apply_threads, machine_line, print_table
 
-from CXRWeakLocLib.checkpoint import read_card
-from CXRWeakLocLib.models import METHODS
+from CXRWeakLocLib.core.card import read_card
+from CXRWeakLocLib.methods import METHODS, OBJECTIVES
 from CXRWeakLocLib.train.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from CXRWeakLocLib.train.objectives import OBJECTIVES
-from CXRWeakLocLib.train.trainer import train
+from CXRWeakLocLib.train.engine import train
 
 
 def images_per_second(method: str, args: argparse.Namespace, work: Path) -> tuple[int, float]:

@@ -11,9 +11,9 @@ import argparse
 import re
 from pathlib import Path
 
-from CXRWeakLocLib.checkpoint import read_card, shipped_models
+from CXRWeakLocLib.core.card import read_card, shipped_models
+from CXRWeakLocLib.core.masks import MaskRule
 from CXRWeakLocLib.evaluate import HEADLINE_PREFIX
-from CXRWeakLocLib.masks import MaskRule
 from CXRWeakLocLib.metrics import Interval
 
 DM_RESULTS = Path(__file__).resolve().parent / "dm" / "RESULTS.md"

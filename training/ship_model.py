@@ -41,20 +41,10 @@ from pathlib import Path
 
 from sync_lists import main as sync_lists
 
-from CXRWeakLocLib.checkpoint import (
-    SHIPPED_MODELS_DIR,
-    load_model,
-    read_card,
-    save_model,
-    update_card,
-)
-from CXRWeakLocLib.evaluate import (
-    CHOOSE_MODE,
-    HEADLINE_PREFIX,
-    compare_evaluations,
-    evaluate_model,
-)
-from CXRWeakLocLib.models import build_model
+from CXRWeakLocLib.checkpoint import load_model, save_model
+from CXRWeakLocLib.core.card import SHIPPED_MODELS_DIR, read_card, update_card
+from CXRWeakLocLib.evaluate import CHOOSE_MODE, HEADLINE_PREFIX, compare_evaluations, evaluate_model
+from CXRWeakLocLib.methods import build_network
 
 REPO = Path(__file__).resolve().parents[1]
 NIH_MINI = REPO.parent / "shared" / "data" / "nih-mini"
@@ -75,7 +65,7 @@ def install(source: Path, name: str, as_gradcam: bool) -> Path:
                                  "options": {"target_layer": "backbone.layer4"}},
                    description="Grad-CAM (captum LayerGradCam, one backward pass per finding) "
                                "on the cam model's network and weights.")
-    network = build_model({"method": "gradcam", **card.architecture}, len(card.findings))
+    network = build_network("gradcam", card.architecture, len(card.findings))
     network.classifier.load_state_dict(loaded.network.state_dict())
     return save_model(target, card, network, overwrite=True)
 

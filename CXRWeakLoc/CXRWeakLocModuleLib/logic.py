@@ -106,7 +106,7 @@ class LocalizationLogic:
     @staticmethod
     def loadRadiograph(path: Path, name: str | None = None):
         """Read a radiograph with the engine's reader into a volume with its geometry."""
-        from CXRWeakLocLib.radiograph import read_radiograph
+        from CXRWeakLocLib.core.radiograph import read_radiograph
 
         radiograph = read_radiograph(path)
         return mrml.volumeFromRadiograph(radiograph, name or radiograph.stem)
@@ -245,8 +245,8 @@ class LocalizationLogic:
 
     def importResults(self, inputVolume, resultsDir: Path) -> None:
         """Heatmap volumes and the findings segmentation of the run in ``resultsDir``."""
-        from CXRWeakLocLib.export.layout import OutputLayout
-        from CXRWeakLocLib.masks import MaskRule
+        from CXRWeakLocLib.core.layout import OutputLayout
+        from CXRWeakLocLib.core.masks import MaskRule
 
         records = sorted(Path(resultsDir).glob("*/findings.json"))
         if len(records) != 1:
@@ -297,7 +297,7 @@ class LocalizationLogic:
 
         Segments edited by hand are kept as the user left them; returns their names.
         """
-        from CXRWeakLocLib.masks import apply_mask_rule
+        from CXRWeakLocLib.core.masks import apply_mask_rule
 
         if self.segmentation is None or self._tracker is None:
             return []
@@ -356,9 +356,9 @@ class LocalizationLogic:
 
     def _localizationResult(self):
         """The current masks (edits included) as the engine's LocalizationResult."""
-        from CXRWeakLocLib.findings import finding_by_name
-        from CXRWeakLocLib.localize import FindingResult, LocalizationResult
-        from CXRWeakLocLib.masks import mask_boxes
+        from CXRWeakLocLib.core.findings import finding_by_name
+        from CXRWeakLocLib.core.masks import mask_boxes
+        from CXRWeakLocLib.core.results import FindingResult, LocalizationResult
 
         results = []
         for row in self.findings:
@@ -375,8 +375,8 @@ class LocalizationLogic:
 
 def writeDicomSeg(result, source: Path, path: Path) -> None:
     """The engine's DICOM-SEG writer on a LocalizationResult and its source DICOM."""
+    from CXRWeakLocLib.core.radiograph import read_radiograph
     from CXRWeakLocLib.export.dicom_seg import write_dicom_seg
-    from CXRWeakLocLib.radiograph import read_radiograph
 
     if not write_dicom_seg(result, read_radiograph(source), path):
         raise RuntimeError(f"{source}: no DICOM-SEG written (no localised finding)")

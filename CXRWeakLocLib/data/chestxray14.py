@@ -12,8 +12,8 @@ import csv
 import logging
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..findings import CHESTXRAY14, finding_by_name
+from ..core.errors import ConfigError
+from ..core.findings import CHESTXRAY14, finding_by_name
 from .records import Annotation, ImageRecord
 
 __all__ = ["read_chestxray14", "read_image_list"]

@@ -29,8 +29,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..findings import UnknownFindingError, finding_by_name
+from ..core.errors import ConfigError
+from ..core.findings import UnknownFindingError, finding_by_name
 from .records import Annotation, ImageRecord
 
 __all__ = [

@@ -19,8 +19,8 @@ import csv
 import logging
 from pathlib import Path, PurePosixPath
 
-from ..errors import ConfigError
-from ..findings import UnknownFindingError, finding_by_name
+from ..core.errors import ConfigError
+from ..core.findings import UnknownFindingError, finding_by_name
 from .records import ImageRecord
 
 __all__ = ["FRONTAL_VIEWS", "LABELLED_FINDINGS", "read_covid19"]

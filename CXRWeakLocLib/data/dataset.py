@@ -22,11 +22,11 @@ from monai.transforms import (
     Transform,
 )
 
-from ..checkpoint import ModelCard
-from ..errors import ConfigError, refuse_unknown
-from ..localize import model_input_transform
-from ..radiograph import read_radiograph
+from ..core.card import ModelCard
+from ..core.errors import ConfigError, refuse_unknown
+from ..core.radiograph import read_radiograph
 from .records import ImageRecord, label_vector
+from .transforms import model_input_transform
 
 __all__ = ["Augmentation", "LoadRadiographd", "ModelInputd", "RandHidePatchesd",
            "RandResizedCropd", "records_dataset"]

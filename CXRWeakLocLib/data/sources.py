@@ -1,21 +1,18 @@
 """One entry point from a dataset name and folder to records.
 
 ``train`` and ``evaluate`` both call :func:`read_dataset`; the format readers stay
-in their own modules.
+in their own modules. (Training keeps only the image-level labels:
+:func:`~CXRWeakLocLib.train.run.training_records`.)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .records import ImageRecord
 
-if TYPE_CHECKING:
-    from ..train.config import TrainConfig
-
-__all__ = ["DATASETS", "read_dataset", "load_records"]
+__all__ = ["DATASETS", "read_dataset"]
 
 DATASETS = ("chestxray14", "chexpert", "tbx11k", "covid19", "synthetic")
 
@@ -62,23 +59,3 @@ def read_dataset(
 
         return read_synthetic(root)
     raise ConfigError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
-
-
-def load_records(config: TrainConfig) -> list[ImageRecord]:
-    """Training records of a run config (image-level labels only, never annotations)."""
-    data = config.data
-    if data.dataset == "synthetic" and not data.root:
-        from .synthetic import make_synthetic_dataset
-
-        records = make_synthetic_dataset(data.synthetic_count, config.model.input_size,
-                                         config.run.seed)
-    else:
-        if not data.root:
-            raise ConfigError("[data] root is not set")
-        root = config.path(data.root)
-        images_list = root / data.train_list if data.train_list else None
-        records = read_dataset(data.dataset, root, images_list, annotations=False,
-                               uncertainty=data.uncertainty)
-    for record in records:
-        record.annotations = []  # weak supervision: boxes never reach training
-    return records[: data.limit] if data.limit else records

@@ -36,8 +36,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..errors import ConfigError
-from ..findings import BOXED_FINDINGS, CHESTXRAY14, finding_by_name
+from ..core.errors import ConfigError
+from ..core.findings import BOXED_FINDINGS, CHESTXRAY14, finding_by_name
 from .records import Annotation, ImageRecord
 
 __all__ = [

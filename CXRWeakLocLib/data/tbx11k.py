@@ -18,7 +18,7 @@ import json
 import logging
 from pathlib import Path, PurePosixPath
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .records import Annotation, ImageRecord
 
 __all__ = ["read_tbx11k"]

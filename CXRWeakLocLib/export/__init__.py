@@ -3,7 +3,7 @@
 :func:`export_all` writes them all for one radiograph, atomically.
 """
 
-from .layout import OutputLayout
+from ..core.layout import OutputLayout
 from .writer import FORMATS, export_all, is_complete
 
 __all__ = ["FORMATS", "OutputLayout", "export_all", "is_complete"]

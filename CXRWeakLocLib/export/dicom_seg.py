@@ -27,9 +27,9 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code as DicomCode
 
 from .. import __version__
-from ..findings import CATEGORY, PRIVATE_SCHEME, Code
-from ..localize import LocalizationResult
-from ..radiograph import Radiograph
+from ..core.findings import CATEGORY, PRIVATE_SCHEME, Code
+from ..core.radiograph import Radiograph
+from ..core.results import LocalizationResult
 
 __all__ = ["write_dicom_seg"]
 

@@ -5,6 +5,7 @@ It holds the input (path, sha256, size, spacing, how it was turned for the model
 finding of the model (probability, threshold, positive, exported; mask area and
 boxes ``[x, y, w, h]`` for the exported ones) and the files written beside it.
 Areas in mm^2 are null when the pixel spacing is unknown.
+:func:`~CXRWeakLocLib.core.results.read_result` reads it back.
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..localize import FindingResult, LocalizationResult
-from ..radiograph import Radiograph
+from ..core.radiograph import Radiograph
+from ..core.results import FINDINGS_FORMAT_VERSION, FindingResult, LocalizationResult
 
-__all__ = ["FORMAT_VERSION", "findings_record", "write_findings_json"]
-
-FORMAT_VERSION = 1
+__all__ = ["findings_record", "write_findings_json"]
 
 
 def _finding(item: FindingResult, radiograph: Radiograph) -> dict:
@@ -46,7 +45,7 @@ def findings_record(
     """The JSON-ready record; ``files`` are names relative to the result folder."""
     rows, columns = radiograph.size
     record = {
-        "format_version": FORMAT_VERSION,
+        "format_version": FINDINGS_FORMAT_VERSION,
         "input": {
             "path": str(radiograph.source) if radiograph.source else None,
             "sha256": radiograph.sha256,

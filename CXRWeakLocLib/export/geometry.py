@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..radiograph import Radiograph
+from ..core.radiograph import Radiograph
 
 __all__ = ["ijk_to_lps", "to_ijk"]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..localize import LocalizationResult
-from ..radiograph import Radiograph
+from ..core.layout import OutputLayout
+from ..core.radiograph import Radiograph
+from ..core.results import LocalizationResult
 from .heatmap_nrrd import write_float_nrrd
-from .layout import OutputLayout
 
 __all__ = ["write_healed"]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import nrrd
 import numpy as np
 
-from ..localize import LocalizationResult
-from ..radiograph import Radiograph
+from ..core.layout import OutputLayout
+from ..core.radiograph import Radiograph
+from ..core.results import LocalizationResult
 from .geometry import ijk_to_lps, to_ijk
-from .layout import OutputLayout
 
 __all__ = ["COMPRESSION_LEVEL", "write_float_nrrd", "write_heatmaps"]
 

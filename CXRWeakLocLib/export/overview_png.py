@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from ..localize import FindingResult, LocalizationResult
-from ..radiograph import Radiograph
+from ..core.radiograph import Radiograph
+from ..core.results import FindingResult, LocalizationResult
 
 __all__ = ["LARGE_PANELS", "PANEL_SIDE", "SMALL_PANEL_SIDE", "write_overview"]
 

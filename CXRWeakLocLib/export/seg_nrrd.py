@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import slicerio
 
-from ..findings import CATEGORY, Code, Finding
-from ..localize import LocalizationResult
-from ..radiograph import Radiograph
+from ..core.findings import CATEGORY, Code, Finding
+from ..core.radiograph import Radiograph
+from ..core.results import LocalizationResult
 from .geometry import ijk_to_lps, to_ijk
 
 __all__ = ["COMPRESSION_LEVEL", "TERMINOLOGY_CONTEXT", "terminology_entry", "write_segmentation"]

@@ -16,14 +16,14 @@ import tempfile
 from collections.abc import Collection
 from pathlib import Path
 
-from ..errors import CXRWeakLocError
-from ..localize import LocalizationResult
-from ..radiograph import Radiograph
+from ..core.errors import CXRWeakLocError
+from ..core.layout import OutputLayout
+from ..core.radiograph import Radiograph
+from ..core.results import LocalizationResult
 from .dicom_seg import write_dicom_seg
 from .findings_json import write_findings_json
 from .healed import write_healed
 from .heatmap_nrrd import write_heatmaps
-from .layout import OutputLayout
 from .overview_png import write_overview
 from .seg_nrrd import write_segmentation
 

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import tomllib
 
+from ..core.errors import ConfigError, refuse_unknown
 from ..data.dataset import Augmentation
-from ..errors import ConfigError, refuse_unknown
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config"]
 

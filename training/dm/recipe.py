@@ -28,19 +28,14 @@ from pathlib import Path
 import figures
 import torch
 
-from CXRWeakLocLib.checkpoint import ModelCard, load_model, update_card
+from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.core.card import ModelCard, update_card
+from CXRWeakLocLib.core.findings import CHESTXRAY14
+from CXRWeakLocLib.core.masks import MaskRule
 from CXRWeakLocLib.data.dataset import records_dataset
 from CXRWeakLocLib.data.sources import load_records
-from CXRWeakLocLib.evaluate import (
-    CHOOSE_MODE,
-    HEADLINE_PREFIX,
-    compare_evaluations,
-    evaluate_model,
-)
-from CXRWeakLocLib.findings import CHESTXRAY14
-from CXRWeakLocLib.masks import MaskRule
-from CXRWeakLocLib.train.config import TrainConfig, load_config
-from CXRWeakLocLib.train.dm_stages import (
+from CXRWeakLocLib.evaluate import CHOOSE_MODE, HEADLINE_PREFIX, compare_evaluations, evaluate_model
+from CXRWeakLocLib.methods.dm.stages import (
     collect_aligned_cams,
     disease_masks,
     mean_normal_image,
@@ -48,6 +43,7 @@ from CXRWeakLocLib.train.dm_stages import (
     write_ensemble,
     write_seed,
 )
+from CXRWeakLocLib.train.config import TrainConfig, load_config
 from CXRWeakLocLib.train.state import load_training_state
 
 logger = logging.getLogger("dm-recipe")

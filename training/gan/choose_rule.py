@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from CXRWeakLocLib.checkpoint import update_card
+from CXRWeakLocLib.core.card import update_card
 from CXRWeakLocLib.evaluate import evaluate_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from CXRWeakLocLib.checkpoint import load_model, save_model
-from CXRWeakLocLib.models import build_model
+from CXRWeakLocLib.methods import build_network
 
 
 def main(source: Path, target: Path) -> None:
@@ -19,7 +19,7 @@ def main(source: Path, target: Path) -> None:
     card = replace(loaded.card, method="gradcam", name=f"{loaded.card.name}-gradcam",
                    architecture={**loaded.card.architecture,
                                  "options": {"target_layer": "backbone.layer4"}})
-    network = build_model({"method": "gradcam", **card.architecture}, len(card.findings))
+    network = build_network("gradcam", card.architecture, len(card.findings))
     network.classifier.load_state_dict(loaded.network.state_dict())
     print(save_model(target, card, network, overwrite=True))
 

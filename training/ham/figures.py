@@ -20,12 +20,12 @@ import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 
+from CXRWeakLocLib.core.findings import BOXED_FINDINGS
+from CXRWeakLocLib.core.radiograph import read_radiograph
 from CXRWeakLocLib.data.records import ImageRecord
 from CXRWeakLocLib.data.sources import read_dataset
-from CXRWeakLocLib.findings import BOXED_FINDINGS
 from CXRWeakLocLib.localize import Localizer
 from CXRWeakLocLib.metrics import annotation_mask, score_localization
-from CXRWeakLocLib.radiograph import read_radiograph
 
 logger = logging.getLogger("ham.figures")
 

@@ -26,13 +26,14 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import DataLoader
 
-from CXRWeakLocLib.checkpoint import load_model, read_card, update_card
+from CXRWeakLocLib.checkpoint import load_model
+from CXRWeakLocLib.core.card import read_card, update_card
 from CXRWeakLocLib.data.dataset import records_dataset
 from CXRWeakLocLib.data.sources import load_records
+from CXRWeakLocLib.methods.ham.objective import anomaly_targets
 from CXRWeakLocLib.metrics import roc_auc
 from CXRWeakLocLib.train.config import load_config
-from CXRWeakLocLib.train.ham_loss import anomaly_targets
-from CXRWeakLocLib.train.trainer import split_by_patient
+from CXRWeakLocLib.train.run import split_by_patient
 
 logger = logging.getLogger("ham.ship")
 

@@ -32,25 +32,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from scipy import ndimage
 from torch.nn import functional
 from torch.utils.data import DataLoader
 
-from ..checkpoint import (
-    LINEAGE_METADATA_KEY,
-    WEIGHTS_FILE,
-    ModelCard,
-    load_model,
-    save_model,
-    training_lineage,
-)
-from ..data.dataset import records_dataset
-from ..data.records import ImageRecord
-from ..errors import ConfigError
-from ..findings import finding_by_name
-from ..masks import _otsu_threshold
-from ..models import build_model
-from ..models.dm import DiseaseMaskCAM, ensemble_state
+from ...checkpoint import load_model, save_model
+from ...core.anatomy import heart_region, lung_fields
+from ...core.card import WEIGHTS_FILE, ModelCard
+from ...core.errors import ConfigError
+from ...core.findings import finding_by_name
+from ...data.dataset import records_dataset
+from ...data.records import ImageRecord
+from ...train.lineage import LINEAGE_METADATA_KEY, training_lineage
+from .. import build_network
+from .network import DiseaseMaskCAM, ensemble_state
 
 __all__ = [
     "AlignedCAMs",
@@ -167,25 +161,18 @@ def pseudo_disease_masks(anchor: torch.Tensor, findings: Sequence[str],
                          size: int) -> torch.Tensor:
     """Pseudo disease masks (PDM, the paper's Fig. 7 ablation) drawn from the anchor.
 
-    Rule, on the anchor min-max normalised to [0, 1]:
-
-    * **lung fields**: the dark pixels (below the ``q``-quantile of the anchor),
-      as 8-connected regions; regions touching the image border (air outside the
-      body) are dropped. ``q`` is the largest of 0.05, 0.06, ..., 0.60 at which
-      two such regions of at least 1% of the image each remain (a larger ``q``
-      joins the lungs to the outside air); those two regions, holes filled.
-    * **heart**: pixels at or above the anchor's Otsu threshold between the
-      lungs' centroids, in the lower half of the lungs' rows; the largest such
-      region, holes filled.
-
-    The heart is the mask of the asymmetric findings (Cardiomegaly; Hernia,
-    which also sits in the lower mediastinum), the lungs that of every other.
+    The lung fields and the heart of the anchor (min-max normalised to [0, 1]), as
+    :mod:`~CXRWeakLocLib.core.anatomy` estimates them on any radiograph. The heart is
+    the mask of the asymmetric findings (Cardiomegaly; Hernia, which also sits in the
+    lower mediastinum), the lungs that of every other.
     Returns ``(C, size, size)`` binary float masks.
     """
     image = anchor.detach().float().reshape(anchor.shape[-2:]).numpy()
     image = (image - image.min()) / max(float(image.max() - image.min()), 1e-12)
-    lungs = _lungs(image)
-    heart = _heart(image >= _otsu_threshold(image), lungs)
+    lungs = lung_fields(image)
+    if lungs is None:
+        raise ConfigError("pseudo masks: the anchor shows no two lung fields inside the thorax")
+    heart = heart_region(image, lungs)
     masks = []
     for name in findings:
         region = lungs if finding_by_name(name).symmetric else heart
@@ -193,39 +180,6 @@ def pseudo_disease_masks(anchor: torch.Tensor, findings: Sequence[str],
         masks.append(functional.interpolate(tensor, size=(size, size), mode="bilinear",
                                             align_corners=False)[0, 0].round())
     return torch.stack(masks)
-
-
-def _lungs(image: np.ndarray) -> np.ndarray:
-    best = None
-    for quantile in np.arange(0.05, 0.605, 0.01):
-        labels, count = ndimage.label(image < np.quantile(image, quantile),
-                                      structure=np.ones((3, 3), dtype=bool))
-        border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0],
-                                               labels[:, -1]])))
-        sizes = np.bincount(labels.ravel(), minlength=count + 1)
-        inside = sorted((i for i in range(1, count + 1) if i not in border),
-                        key=lambda i: sizes[i], reverse=True)[:2]
-        if len(inside) == 2 and sizes[inside[1]] >= 0.01 * image.size:
-            best = np.isin(labels, inside)
-    if best is None:
-        raise ConfigError("pseudo masks: the anchor shows no two lung fields inside the thorax")
-    return ndimage.binary_fill_holes(best)
-
-
-def _heart(bright: np.ndarray, lungs: np.ndarray) -> np.ndarray:
-    rows, cols = np.nonzero(lungs)
-    labels, count = ndimage.label(lungs)
-    centroids = sorted(c for _, c in ndimage.center_of_mass(lungs, labels, range(1, count + 1)))
-    left, right = (int(centroids[0]), int(centroids[-1])) if count > 1 else (
-        cols.min(), cols.max())
-    top = int((rows.min() + rows.max()) / 2)
-    region = np.zeros_like(bright)
-    region[top:rows.max() + 1, left:right + 1] = True
-    candidates, found = ndimage.label(bright & region)
-    if not found:
-        return region
-    sizes = np.bincount(candidates.ravel())[1:]
-    return ndimage.binary_fill_holes(candidates == int(np.argmax(sizes)) + 1)
 
 
 def _weights_file(path: Path) -> Path:
@@ -307,7 +261,7 @@ def write_ensemble(out: Path, members: Sequence[Path], name: str | None = None) 
             for folder, m in zip(members, loaded, strict=True)]},
         metrics={"members_validation": [m.card.metrics.get("validation") for m in loaded]},
     )
-    network = build_model({"method": "dm", **card.architecture}, len(card.findings))
+    network = build_network(card.method, card.architecture, len(card.findings))
     network.load_state_dict(state, strict=True)
     logger.info("ensemble of %d dm runs -> %s", len(loaded), out)
     return save_model(Path(out), card, network, overwrite=True)

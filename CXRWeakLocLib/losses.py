@@ -1,11 +1,13 @@
-"""Classification losses shared by the methods."""
+"""Losses shared by the methods: weighted BCE for classifiers, WGAN-GP's gradient penalty."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-__all__ = ["WeightedBCELoss"]
+__all__ = ["WeightedBCELoss", "gradient_penalty"]
 
 
 class WeightedBCELoss(nn.Module):
@@ -31,3 +33,20 @@ class WeightedBCELoss(nn.Module):
             logits.float(), targets, weight=weights, reduction="sum"
         )
         return loss / known.sum().clamp(min=1.0)
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
+                     fake: torch.Tensor, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
+    """WGAN-GP: ``mean((|grad D(x_hat)|_2 - 1)^2)`` on random interpolates ``x_hat``.
+
+    The norm is taken over **all** non-batch axes (the official VA-GAN code took it
+    over axis 1 only, i.e. per row of pixels, which is not the critic's gradient norm).
+    """
+    alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=generator,
+                       device="cpu").to(real.device, real.dtype)
+    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    scores = critic(mixed)
+    (grads,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    norms = grads.flatten(start_dim=1).norm(2, dim=1)
+    return ((norms - 1) ** 2).mean()

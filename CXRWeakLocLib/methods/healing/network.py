@@ -1,16 +1,16 @@
-"""TagGAN (Nawaz et al.): disease maps by "healing" the radiograph.
+"""The networks of the healing methods (TagGAN, VA-GAN): disease maps by "healing".
 
-A map generator ``G_AM(x, c)`` turns an abnormal image ``x`` and a finding ``c`` into
-a disease map ``M``; ``y = x - M`` is the healed (normal-looking) image. Training
-(``train/gan.py``) adds the backward generator ``G_NA``, the normal and abnormal
-critics and the losses; this module holds the networks.
+A map generator ``G(x, c)`` turns an abnormal image ``x`` and a finding ``c`` into a
+disease map ``M``; ``y = x + sign * M`` is the healed (normal-looking) image. Training
+(:mod:`.adversarial`) adds critics and, for TagGAN, a backward generator.
 
 Inference network (what a model folder stores): the map generator only, plus a
 per-finding calibration of the map magnitude.
 
 - ``maps``: ``|D|`` smoothed by a Gaussian of ``smoothing`` pixels, where ``D`` is
   the signed disease signal with ``healed = x - D`` (TagGAN: ``D = M``). Optionally
-  restricted to an estimated lung field (``lung_field``).
+  restricted to the estimated chest (``lung_field``: lungs and heart, widened; see
+  :mod:`~CXRWeakLocLib.core.anatomy`).
 - ``logits``: from the map magnitude, no separate classifier: the score of a
   finding is the spatial maximum of its map, and ``logit = w_c * score + b_c``
   with ``w_c, b_c`` a logistic fit on the validation images after training (stored
@@ -30,13 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.networks.nets import UNet
-from scipy import ndimage
 from torch import nn
 
-from ..errors import refuse_unknown
+from ...core.anatomy import chest_region
+from ...core.errors import refuse_unknown
 
-__all__ = ["HealingOptions", "MapGenerator", "Critic", "HealingNet", "TagGANNet",
-           "estimate_lung_field", "build_taggan"]
+__all__ = ["HealingOptions", "MapGenerator", "Critic", "HealingNet"]
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,8 @@ class HealingOptions:
     Attributes:
         channels: U-Net channels per level (each level halves the resolution).
         smoothing: sigma (pixels, model space) of the Gaussian applied to ``|D|``.
-        lung_field: keep the map only inside an estimated lung field (widened by a
-            margin so that heart and pleura stay in).
+        lung_field: keep the map only inside the estimated chest (lung fields and
+            heart, widened by a margin so that the pleura stays in).
         critic_width: channels of the critics' first layer (training only).
     """
 
@@ -126,39 +125,6 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
     return kernel / kernel.sum()
 
 
-def estimate_lung_field(image: np.ndarray, margin: float = 0.06) -> np.ndarray:
-    """A rough lung-field mask of one radiograph (any intensity scale), no training.
-
-    The lungs are the dark regions inside the body: the smoothed image below its
-    Otsu threshold, minus the dark regions touching the border (air outside the
-    body), keeping the two largest; then widened by ``margin`` of the image side so
-    that the heart border, pleura and costophrenic angles stay in.
-    """
-    from ..masks import normalize_heatmap
-
-    size = min(image.shape)
-    smooth = normalize_heatmap(ndimage.gaussian_filter(np.asarray(image, np.float32),
-                                                       size / 64))
-    hist, edges = np.histogram(smooth, bins=128, range=(0.0, 1.0))
-    centers = (edges[:-1] + edges[1:]) / 2
-    low = np.cumsum(hist)
-    high = low[-1] - low
-    mean_low = np.cumsum(hist * centers) / np.maximum(low, 1)
-    mean_high = ((hist * centers).sum() - np.cumsum(hist * centers)) / np.maximum(high, 1)
-    threshold = centers[int(np.argmax(low * high * (mean_low - mean_high) ** 2))]
-    labels, count = ndimage.label(smooth < threshold)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    sizes[border] = 0
-    sizes[0] = 0
-    keep = [index for index in np.argsort(-sizes)[:2] if sizes[index] > 0]
-    field = np.isin(labels, keep)
-    if not field.any():
-        return np.ones_like(field)
-    iterations = max(1, int(round(margin * size)))
-    return ndimage.binary_dilation(field, iterations=iterations)
-
-
 class HealingNet(nn.Module):
     """A map generator that heals images; ``forward(x) -> (logits, maps)`` for all findings.
 
@@ -214,7 +180,7 @@ class HealingNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = self._smooth(self.disease_maps(x).abs())
         if self.options.lung_field:
-            lungs = [estimate_lung_field(image[0]) for image in x.detach().float().cpu().numpy()]
+            lungs = [chest_region(image[0]) for image in x.detach().float().cpu().numpy()]
             maps = maps * torch.as_tensor(np.stack(lungs)[:, None], dtype=maps.dtype,
                                           device=maps.device)
         logits = self.score_weight * self.scores(maps) + self.score_bias
@@ -224,14 +190,3 @@ class HealingNet(nn.Module):
         """Store the per-finding logistic calibration of the map scores."""
         self.score_weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
         self.score_bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-
-
-class TagGANNet(HealingNet):
-    """TagGAN's inference network: ``G_AM`` with ``y = x - M``."""
-
-    sign = -1.0
-
-
-def build_taggan(backbone, num_classes: int, options: dict) -> TagGANNet:
-    """Builder of :data:`~CXRWeakLocLib.models.BUILDERS` (the backbone is not used)."""
-    return TagGANNet(num_classes, HealingOptions.from_dict(options, "taggan"))

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError, refuse_unknown
-from ..models.ham import refine_cams
-from .losses import WeightedBCELoss
+from ...core.errors import ConfigError, refuse_unknown
+from ...losses import WeightedBCELoss
+from .network import refine_cams
 
 __all__ = ["HAMLossConfig", "HAMObjective", "anomaly_targets", "bound_loss", "union_loss",
            "box_loss", "soft_mask"]

@@ -17,6 +17,11 @@ Rules (``MaskRule.name``):
 
 After thresholding, connected regions smaller than ``min_region_fraction`` of the
 largest region are dropped (specks never make a box).
+
+Each rule declares the range of its ``value`` and which way the value moves the mask
+(:class:`RuleKind`), so a command line, a card and a threshold slider all check and
+present a rule the same way. :func:`parse_mask_rule` reads the command-line form
+``name[:value[:min_region_fraction]]``.
 """
 
 from __future__ import annotations
@@ -26,11 +31,39 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MaskRule", "Box", "MASK_RULES", "normalize_heatmap", "apply_mask_rule", "mask_boxes"]
+from .errors import CXRWeakLocError
+
+__all__ = ["MaskRule", "RuleKind", "RULE_KINDS", "Box", "MASK_RULES", "normalize_heatmap",
+           "apply_mask_rule", "mask_boxes", "otsu_threshold", "parse_mask_rule"]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
-MASK_RULES = ("fraction_of_max", "mean_plus_k_std", "otsu", "top_fraction")
+
+@dataclass(frozen=True)
+class RuleKind:
+    """What a rule's ``value`` means: its range, and which way it moves the mask.
+
+    Attributes:
+        low, high: the accepted values (inclusive).
+        larger_value_shrinks_mask: True when a larger value keeps fewer pixels (a
+            threshold), False when it keeps more (a fraction of pixels).
+        adjustable: False when the rule has no parameter (``value`` is ignored).
+    """
+
+    low: float
+    high: float
+    larger_value_shrinks_mask: bool = True
+    adjustable: bool = True
+
+
+#: Every rule's :class:`RuleKind` (the module docstring says what each rule does).
+RULE_KINDS: dict[str, RuleKind] = {
+    "fraction_of_max": RuleKind(0.0, 1.0),
+    "mean_plus_k_std": RuleKind(0.0, 5.0),
+    "otsu": RuleKind(0.0, 1.0, adjustable=False),
+    "top_fraction": RuleKind(0.0, 1.0, larger_value_shrinks_mask=False),
+}
+MASK_RULES = tuple(RULE_KINDS)
 
 
 @dataclass(frozen=True)
@@ -46,6 +79,15 @@ class MaskRule:
             raise ValueError(f"unknown mask rule {self.name!r} (known: {', '.join(MASK_RULES)})")
         if not 0.0 <= self.min_region_fraction <= 1.0:
             raise ValueError(f"min_region_fraction must be in 0-1, got {self.min_region_fraction}")
+        kind = self.kind
+        if kind.adjustable and not kind.low <= self.value <= kind.high:
+            raise ValueError(f"{self.name}'s value must be in {kind.low:g}-{kind.high:g}, "
+                             f"got {self.value:g}")
+
+    @property
+    def kind(self) -> RuleKind:
+        """The rule's value range and direction."""
+        return RULE_KINDS[self.name]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,7 +134,8 @@ def normalize_heatmap(heatmap: np.ndarray) -> np.ndarray:
     return (heatmap - low) / (high - low)
 
 
-def _otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of values in [0, 1] (the bin centre that best splits ``bins`` bins)."""
     hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
     centers = (edges[:-1] + edges[1:]) / 2
     weight_low = np.cumsum(hist)
@@ -114,9 +157,9 @@ def apply_mask_rule(heatmap: np.ndarray, rule: MaskRule) -> np.ndarray:
         if rule.name == "fraction_of_max":
             mask = normalized >= rule.value
         elif rule.name == "otsu":
-            mask = normalized > _otsu_threshold(normalized)
+            mask = normalized > otsu_threshold(normalized)
         else:  # top_fraction
-            cut = np.quantile(normalized, 1.0 - float(np.clip(rule.value, 0.0, 1.0)))
+            cut = np.quantile(normalized, 1.0 - rule.value)
             mask = normalized >= cut
         if float(heatmap.max() - heatmap.min()) <= 1e-12:
             mask = np.zeros_like(mask)
@@ -143,3 +186,27 @@ def mask_boxes(mask: np.ndarray) -> list[Box]:
         Box(slices[i][1].start, slices[i][0].start, slices[i][1].stop, slices[i][0].stop)
         for i in np.argsort(-sizes, kind="stable")
     ]
+
+
+def parse_mask_rule(text: str) -> MaskRule:
+    """``name[:value[:min_region_fraction]]`` -> MaskRule; a one-line error otherwise.
+
+    ``fraction_of_max:0.4`` keeps the default speck filter; ``fraction_of_max:0.706:0``
+    boxes every isolated region (ChestX-ray14's protocol: 180 of 255, no filter).
+    """
+    name, *numbers = text.split(":")
+    if name not in MASK_RULES:
+        raise CXRWeakLocError(f"unknown mask rule {name!r} (known: {', '.join(MASK_RULES)})")
+    if len(numbers) > 2:
+        raise CXRWeakLocError(f"mask rule {text!r}: expected name[:value[:min_region_fraction]]")
+    try:
+        value, min_region = (float(number) if number else None
+                             for number in [*numbers, "", ""][:2])
+    except ValueError:
+        raise CXRWeakLocError(f"mask rule {text!r}: values must be numbers") from None
+    default = MaskRule(name)
+    try:
+        return MaskRule(name, default.value if value is None else value,
+                        default.min_region_fraction if min_region is None else min_region)
+    except ValueError as error:  # a parameter out of range
+        raise CXRWeakLocError(f"mask rule {text!r}: {error}") from None

@@ -26,8 +26,9 @@ from torch import nn
 from torch.nn import functional
 from torch.nn.parallel import DistributedDataParallel
 
-from ..errors import ConfigError, refuse_unknown
-from ..models.dm import DiseaseMaskCAM, stage_features, warp
+from ...core.errors import ConfigError, refuse_unknown
+from ..cam import ClassificationObjective
+from .network import DiseaseMaskCAM, warp
 
 __all__ = ["AlignmentObjective", "dm_objective", "smooth"]
 
@@ -76,10 +77,10 @@ class AlignmentObjective:
         anchor = anchor.expand_as(aligned)
         euclidean = (aligned - anchor).abs().mean()
         with torch.no_grad():
-            targets = stage_features(model.backbone, anchor[:1])
+            targets = model.backbone.stage_outputs(anchor[:1])
         perceptual = sum(
             functional.mse_loss(feature, target.expand_as(feature))
-            for feature, target in zip(stage_features(model.backbone, aligned), targets,
+            for feature, target in zip(model.backbone.stage_outputs(aligned), targets,
                                        strict=True)
         )
         loss = self.euclidean_weight * euclidean + self.perceptual_weight * perceptual
@@ -88,8 +89,6 @@ class AlignmentObjective:
 
 def dm_objective(options: dict):
     """The objective of the ``[loss] stage`` (see the module docstring)."""
-    from .objectives import ClassificationObjective
-
     options = dict(options)
     stage = options.pop("stage", "classification")
     if stage not in STAGES:

@@ -5,7 +5,7 @@ features and their FA-refined copy are fused by a 3x3 convolution, pooled by
 log-sum-exp, and read by two bias-free linear heads: **anomaly** (one output, "any
 finding") and **class** (one per finding). Each head's class activation map is a 1x1
 convolution of the fused features with that head's (detached) weights, so the
-attention losses of :mod:`~CXRWeakLocLib.train.ham_loss` shape the features and not
+attention losses of :mod:`~CXRWeakLocLib.methods.ham.objective` shape the features and not
 the classifiers. The map a user sees (``options.heatmap``) is the class CAM upsampled
 to the input and min-max normalised per image and finding (``"cam"``), or the paper's
 *refined* map ``sigmoid(100 (x - 0.4))`` of it (``"refined"``, the default of older
@@ -31,8 +31,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..errors import refuse_unknown
-from .backbone import BackboneConfig, ResNetFeatures
+from ...core.errors import refuse_unknown
+from ...networks.backbone import BackboneConfig, ResNetFeatures
 
 __all__ = ["HAMOptions", "HAMOutput", "HAMNet", "FABlock", "FAModule", "build_ham",
            "HEATMAPS", "lse_pool", "minmax_cams", "refine_cams"]

@@ -86,9 +86,21 @@ class ResNetFeatures(nn.Module):
         )
         self.config = config
 
+    #: the attribute holding the last stage (Grad-CAM's default target layer)
+    last_stage_name = "layer4"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The outputs of the four stages (conv2_x..conv5_x), e.g. for a perceptual loss."""
+        features = []
+        x = self.stem(x)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+            features.append(x)
+        return features
 
 
 def _dilate(stage: nn.Sequential, first: int, rest: int) -> None:

@@ -1,11 +1,10 @@
-"""Adversarial training of the healing networks (TagGAN, VA-GAN).
+"""Adversarial training of the healing networks (TagGAN, VA-GAN): their training step.
 
-The classifier trainer's single-objective step does not fit WGAN-GP's alternation
-(``critic_steps`` critic updates per generator update, two optimisers), so this
-loop is separate; it reuses the trainer's pieces: the run config, the patient
-split, ``records_dataset`` (the same input transform as ``localize``), the model
-card, resumable state (``train/state.py``), CSV + TensorBoard logs, operating
-thresholds and the validation report.
+WGAN-GP's alternation (``critic_steps`` critic updates per generator update, two
+optimisers) does not fit the supervised step, so the healing methods bring their own
+:class:`HealingStep`; the one training loop (:mod:`~CXRWeakLocLib.train.engine`) runs
+it as it runs every step: seeds, progress, ``log.csv`` and TensorBoard, resumable
+checkpoints and the saved model are the loop's.
 
 Every loss weight and the schedule are named settings of the run's ``[loss]``
 table (:class:`GANSettings`). One epoch is ``steps_per_epoch`` generator steps;
@@ -19,51 +18,36 @@ critic loss beyond ``max_critic_loss`` stops the run with a one-line
 Batches pair each abnormal image ``x`` with a finding ``c`` it has (findings drawn
 uniformly, then an image having it), a real image *without* ``c`` for the normal
 critic and another image *with* ``c`` for the abnormal critic; the critics have
-one head per finding. DistributedDataParallel is not supported here (the
-gradient penalty's double backward); GAN runs use one process and one device.
+one head per finding. DistributedDataParallel is not supported (the gradient
+penalty's double backward); healing runs use one process and one device.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai.utils import set_determinism
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
-from ..checkpoint import save_model
-from ..data.dataset import records_dataset
-from ..data.records import ImageRecord, label_vector
-from ..errors import ConfigError, CXRWeakLocError, refuse_unknown
-from ..evaluate import parse_mask_rule
-from ..localize import resolve_device
-from ..masks import normalize_heatmap
-from ..models import build_model
-from ..models.taggan import Critic, HealingNet, MapGenerator
-from .config import TrainConfig
-from .state import load_training_state, save_training_state
-from .trainer import (
-    TrainResult,
-    _classification,
-    _RunLogs,
-    operating_thresholds,
-    prepare_run,
-)
+from ...core.errors import ConfigError, CXRWeakLocError, refuse_unknown
+from ...core.masks import normalize_heatmap, parse_mask_rule
+from ...data.dataset import records_dataset
+from ...data.records import ImageRecord, label_vector
+from ...losses import gradient_penalty
+from ...train.logs import RunLogs
+from ...train.step import TrainingContext
+from ...train.validation import classification_figures, operating_thresholds
+from .network import Critic, HealingNet
 
-__all__ = ["GAN_METHODS", "GANSettings", "TrainingDivergedError", "gradient_penalty", "train_gan",
-           "calibrate_scores"]
+__all__ = ["AdversarialRecipe", "GANSettings", "HealingStep", "PairSampler",
+           "TrainingDivergedError", "calibrate_scores", "map_spread"]
 
 logger = logging.getLogger(__name__)
-
-GAN_METHODS = ("taggan", "vagan")
 
 
 class TrainingDivergedError(CXRWeakLocError):
@@ -135,23 +119,6 @@ class GANSettings:
             self.critic_steps
 
 
-def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
-                     fake: torch.Tensor, generator: torch.Generator | None = None
-                     ) -> torch.Tensor:
-    """WGAN-GP: ``mean((|grad D(x_hat)|_2 - 1)^2)`` on random interpolates ``x_hat``.
-
-    The norm is taken over **all** non-batch axes (the official VA-GAN code took it
-    over axis 1 only, i.e. per row of pixels, which is not the critic's gradient norm).
-    """
-    alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=generator,
-                       device="cpu").to(real.device, real.dtype)
-    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    scores = critic(mixed)
-    (grads,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
-    norms = grads.flatten(start_dim=1).norm(2, dim=1)
-    return ((norms - 1) ** 2).mean()
-
-
 class PairSampler:
     """Draws (abnormal image, its finding, image without it, other image with it) batches."""
 
@@ -189,8 +156,8 @@ class PairSampler:
         return batch
 
 
-class _Recipe:
-    """Networks and losses of one GAN method; subclasses define the losses."""
+class AdversarialRecipe:
+    """Networks and losses of one healing method; subclasses define the two losses."""
 
     def __init__(self, net: HealingNet, settings: GANSettings, num_classes: int) -> None:
         self.net = net
@@ -227,58 +194,7 @@ class _Recipe:
         raise NotImplementedError
 
 
-class TagGANRecipe(_Recipe):
-    """Forward cycle ``y = x - G_AM(x, c)`` judged by ``D_N``; backward ``G_NA`` judged by ``D_A``.
 
-    ``G_NA`` predicts the map back (``x_rec = y + G_NA(y, c)``), so the cycle loss is
-    ``|x - x_rec|_1``.
-    """
-
-    def __init__(self, net: HealingNet, settings: GANSettings, num_classes: int) -> None:
-        super().__init__(net, settings, num_classes)
-        self.generators["restore"] = MapGenerator(num_classes, net.options.channels)
-        self.critics["abnormal"] = Critic(num_classes, net.options.critic_width)
-
-    def _cycle(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        healed, generated = self.net.heal(batch["image"], batch["finding"])
-        restored = healed + self.generators["restore"](healed, batch["finding"])
-        return healed, generated, restored
-
-    def critic_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        with torch.no_grad():
-            healed, _, restored = self._cycle(batch)
-        classes = batch["finding"]
-        normal, d_n, gp_n = self._penalised("normal", batch["normal"], healed, classes)
-        abnormal, d_a, gp_a = self._penalised("abnormal", batch["abnormal"], restored, classes)
-        return normal + abnormal, {"d_normal": d_n, "gp_normal": gp_n,
-                                   "d_abnormal": d_a, "gp_abnormal": gp_a}
-
-    def generator_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        s = self.settings
-        healed, generated, restored = self._cycle(batch)
-        loss, parts = self._map_terms(batch, healed, generated)
-        adversarial = -self.critics["abnormal"](restored, batch["finding"]).mean()
-        cycle = (batch["image"] - restored).abs().mean()
-        loss = loss + s.adversarial_abnormal * adversarial + s.cycle * cycle
-        return loss, {**parts, "g_adv_abnormal": adversarial.item(), "g_cycle": cycle.item()}
-
-
-class VAGANRecipe(_Recipe):
-    """``y = x + M`` judged by one WGAN-GP critic against real normals; ``L1`` on ``M``."""
-
-    def critic_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        with torch.no_grad():
-            healed, _ = self.net.heal(batch["image"], batch["finding"])
-        loss, distance, penalty = self._penalised("normal", batch["normal"], healed,
-                                                  batch["finding"])
-        return loss, {"d_normal": distance, "gp_normal": penalty}
-
-    def generator_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        healed, generated = self.net.heal(batch["image"], batch["finding"])
-        return self._map_terms(batch, healed, generated)
-
-
-RECIPES: dict[str, type[_Recipe]] = {"taggan": TagGANRecipe, "vagan": VAGANRecipe}
 
 
 def _check(step: int, critic: float, parts: dict[str, float], limit: float) -> None:
@@ -329,7 +245,7 @@ def map_spread(net: HealingNet, images: torch.Tensor, classes: torch.Tensor) -> 
 
 
 def _write_samples(net: HealingNet, images: torch.Tensor, classes: torch.Tensor,
-                   path: Path, logs: _RunLogs, step: int) -> None:
+                   path: Path, logs: RunLogs, step: int) -> None:
     """A grid: one row per image: input | |M| | healed (each scaled to 0-255)."""
     healed, generated = _heal_for_inspection(net, images, classes)
     rows = []
@@ -341,7 +257,7 @@ def _write_samples(net: HealingNet, images: torch.Tensor, classes: torch.Tensor,
     grid = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(path)
-    logs.tensorboard.add_image("samples", grid, step, dataformats="HW")
+    logs.image("samples", grid, step)
 
 
 def calibrate_scores(scores: np.ndarray, labels: np.ndarray, known: np.ndarray,
@@ -383,144 +299,115 @@ def _scores(net: HealingNet, dataset, device: torch.device, batch_size: int) -> 
     return np.concatenate(scores)
 
 
-def train_gan(config: TrainConfig, device: str = "auto", resume: bool = True) -> TrainResult:
-    """Train a TagGAN or VA-GAN run config; returns the exported model folder."""
-    method = config.model.method
-    if method not in RECIPES:
-        raise ConfigError(f"method {method!r} is not a GAN method ({', '.join(RECIPES)})")
-    settings = GANSettings.from_dict(config.loss)
-    mask_rule = parse_mask_rule(settings.mask_rule)
-    env_device = resolve_device(device)
-    setup = prepare_run(config)
-    run_dir, findings, card = setup.run_dir, setup.findings, setup.card
-    train_records, val_records = setup.train_records, setup.val_records
-    card.mask_rule = mask_rule
-    net = build_model({"method": method, **card.architecture}, len(findings))
-    if not isinstance(net, HealingNet):
-        raise ConfigError(f"method {method!r} does not build a healing network")
-    recipe = RECIPES[method](net, settings, len(findings))
-    recipe.generators.to(env_device)
-    recipe.critics.to(env_device)
-    betas = (settings.beta1, settings.beta2)
-    g_opt = torch.optim.Adam(recipe.generators.parameters(), lr=config.optim.lr, betas=betas)
-    d_opt = torch.optim.Adam(recipe.critics.parameters(),
-                             lr=settings.critic_lr or config.optim.lr, betas=betas)
-
-    train_ds = records_dataset(train_records, card, augmentation=config.data.augmentation,
-                               num_workers=config.data.num_workers)
-    labels, known = _labels(train_records, findings)
-    sampler = PairSampler(train_ds, labels, known, config.optim.batch_size)
-    sample_items = [int(sampler.positives[c][0]) for c in sampler.classes][
-        :settings.sample_count]
-    sample_ds = records_dataset([train_records[i] for i in sample_items], card)
-    sample_images = torch.stack([torch.as_tensor(sample_ds[i]["image"]).float()
-                                 for i in range(len(sample_ds))]).to(env_device)
-    sample_classes = torch.tensor(
-        [int(np.flatnonzero((labels[i] > 0) & (known[i] > 0))[0]) for i in sample_items],
-        device=env_device)
-
-    start_epoch, state_dir = 0, run_dir / "last"
-    if resume and (state_dir / "state.json").is_file():
-        parts, meta = load_training_state(state_dir)
-        recipe.generators.load_state_dict(parts["generators"])
-        recipe.critics.load_state_dict(parts["critics"])
-        g_opt.load_state_dict(parts["g_opt"])
-        d_opt.load_state_dict(parts["d_opt"])
-        start_epoch = int(meta["epoch"])
-        logger.info("resuming %s from epoch %d", run_dir, start_epoch + 1)
-    logger.info("training %s (%s) on %d images (%d validation, %d findings with both "
-                "classes) on %s", card.name, method, len(train_records), len(val_records),
-                len(sampler.classes), env_device)
-
-    logs = _RunLogs(run_dir)
-    try:
-        for epoch in range(start_epoch, config.optim.epochs):
-            _train_epoch(recipe, sampler, train_ds, g_opt, d_opt, settings, config, epoch,
-                         env_device, logs, (sample_images, sample_classes, run_dir))
-            if ((epoch + 1) % config.optim.checkpoint_every == 0
-                    or epoch + 1 == config.optim.epochs):
-                save_training_state(
-                    state_dir,
-                    {"generators": recipe.generators.state_dict(),
-                     "critics": recipe.critics.state_dict(),
-                     "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict()},
-                    {"epoch": epoch + 1, "config": config.to_dict()},
-                )
-    finally:
-        logs.close()
-
-    validation = _calibrate(net, card, val_records or train_records, findings, env_device,
-                            config.optim.batch_size)
-    card.metrics["map_spread"] = map_spread(net, sample_images, sample_classes)
-    folder = save_model(run_dir / "model", card, net.cpu(), overwrite=True)
-    logger.info("model written to %s", folder)
-    return TrainResult(folder, run_dir, config.optim.epochs, validation)
 
 
-def _train_epoch(recipe: _Recipe, sampler: PairSampler, train_ds, g_opt, d_opt,
-                 settings: GANSettings, config: TrainConfig, epoch: int,
-                 device: torch.device, logs: _RunLogs, samples: tuple) -> None:
-    epoch_seed = config.run.seed * 1000 + epoch
-    set_determinism(epoch_seed)
-    train_ds.transform.set_random_state(seed=epoch_seed)
-    sampler.seed(epoch_seed)
-    recipe.noise.manual_seed(epoch_seed)
-    recipe.generators.train()
-    recipe.critics.train()
-    started, totals = time.time(), {}
-    first = epoch * settings.steps_per_epoch
-    bar = tqdm(range(first, first + settings.steps_per_epoch),
-               desc=f"epoch {epoch + 1}/{config.optim.epochs}", leave=False, dynamic_ncols=True)
-    for step in bar:
-        for _ in range(settings.critic_updates(step)):
-            critic_loss, critic_parts = recipe.critic_loss(sampler.draw(device))
-            d_opt.zero_grad(set_to_none=True)
+class HealingStep:
+    """One generator step of a healing method (after its critic updates), for the loop.
+
+    Args:
+        context: what the loop built; ``context.network`` is the healing network.
+        recipe: the method's :class:`AdversarialRecipe` class.
+    """
+
+    progress = ("critic", "generator")
+
+    def __init__(self, context: TrainingContext, recipe: type[AdversarialRecipe]) -> None:
+        config, setup = context.config, context.setup
+        net = context.network
+        if not isinstance(net, HealingNet):
+            raise ConfigError(f"method {setup.card.method!r} does not build a healing network")
+        self.context = context
+        self.settings = settings = GANSettings.from_dict(config.loss)
+        setup.card.mask_rule = parse_mask_rule(settings.mask_rule)
+        self.recipe = recipe(net, settings, len(setup.findings))
+        self.recipe.generators.to(context.device)
+        self.recipe.critics.to(context.device)
+        betas = (settings.beta1, settings.beta2)
+        self.g_opt = torch.optim.Adam(self.recipe.generators.parameters(), lr=config.optim.lr,
+                                      betas=betas)
+        self.d_opt = torch.optim.Adam(self.recipe.critics.parameters(),
+                                      lr=settings.critic_lr or config.optim.lr, betas=betas)
+        records = setup.train_records
+        labels, known = _labels(records, setup.findings)
+        self.sampler = PairSampler(context.dataset, labels, known, config.optim.batch_size)
+        items = [int(self.sampler.positives[c][0])
+                 for c in self.sampler.classes][:settings.sample_count]
+        sample_ds = records_dataset([records[i] for i in items], setup.card)
+        self.sample_images = torch.stack([torch.as_tensor(sample_ds[i]["image"]).float()
+                                          for i in range(len(sample_ds))]).to(context.device)
+        self.sample_classes = torch.tensor(
+            [int(np.flatnonzero((labels[i] > 0) & (known[i] > 0))[0]) for i in items],
+            device=context.device)
+        logger.info("%d findings have both positive and negative training images",
+                    len(self.sampler.classes))
+
+    def state(self) -> dict[str, dict]:
+        return {"generators": self.recipe.generators.state_dict(),
+                "critics": self.recipe.critics.state_dict(),
+                "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict()}
+
+    def load_state(self, parts: dict[str, dict]) -> None:
+        self.recipe.generators.load_state_dict(parts["generators"])
+        self.recipe.critics.load_state_dict(parts["critics"])
+        self.g_opt.load_state_dict(parts["g_opt"])
+        self.d_opt.load_state_dict(parts["d_opt"])
+
+    def epoch_items(self, epoch: int, seed: int) -> range:
+        self.sampler.seed(seed)
+        self.recipe.noise.manual_seed(seed)
+        self.recipe.generators.train()
+        self.recipe.critics.train()
+        first = epoch * self.settings.steps_per_epoch
+        return range(first, first + self.settings.steps_per_epoch)
+
+    def step(self, step: int) -> dict[str, float]:
+        recipe, device = self.recipe, self.context.device
+        for _ in range(self.settings.critic_updates(step)):
+            critic_loss, critic_parts = recipe.critic_loss(self.sampler.draw(device))
+            self.d_opt.zero_grad(set_to_none=True)
             critic_loss.backward()
-            d_opt.step()
+            self.d_opt.step()
         for parameter in recipe.critics.parameters():
             parameter.requires_grad_(False)
-        generator_loss, generator_parts = recipe.generator_loss(sampler.draw(device))
-        g_opt.zero_grad(set_to_none=True)
+        generator_loss, generator_parts = recipe.generator_loss(self.sampler.draw(device))
+        self.g_opt.zero_grad(set_to_none=True)
         generator_loss.backward()
-        g_opt.step()
+        self.g_opt.step()
         for parameter in recipe.critics.parameters():
             parameter.requires_grad_(True)
         parts = {"critic": critic_loss.item(), **critic_parts,
                  "generator": generator_loss.item(), **generator_parts}
-        _check(step + 1, parts["critic"], parts, settings.max_critic_loss)
-        for name, value in parts.items():
-            totals[name] = totals.get(name, 0.0) + value
-        bar.set_postfix(critic=f"{parts['critic']:.3f}", gen=f"{parts['generator']:.3f}")
-        if settings.sample_every and (step + 1) % settings.sample_every == 0:
-            images, classes, run_dir = samples
-            _write_samples(recipe.net, images, classes,
-                           run_dir / "samples" / f"step_{step + 1:06d}.png", logs, step + 1)
-    count = settings.steps_per_epoch
-    images, classes, _ = samples
-    spread = map_spread(recipe.net, images, classes)
-    if spread < COLLAPSED_SPREAD:
-        logger.warning("epoch %d: the map generator ignores its input (map spread %.3f < %g):"
-                       " the GAN has collapsed onto one pattern for every image",
-                       epoch + 1, spread, COLLAPSED_SPREAD)
-    row = {"epoch": epoch + 1, "step": first + count,
-           **{name: value / count for name, value in totals.items()},
-           "map_spread": spread, "seconds": round(time.time() - started, 1)}
-    logs.write(row)
-    logger.info("epoch %d: %s", epoch + 1,
-                ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                          for k, v in row.items()))
+        _check(step + 1, parts["critic"], parts, self.settings.max_critic_loss)
+        every = self.settings.sample_every
+        if every and (step + 1) % every == 0 and self.context.logs is not None:
+            _write_samples(recipe.net, self.sample_images, self.sample_classes,
+                           self.context.setup.run_dir / "samples" / f"step_{step + 1:06d}.png",
+                           self.context.logs, step + 1)
+        return parts
 
+    def epoch_row(self, epoch: int, means: dict[str, float]) -> dict:
+        spread = map_spread(self.recipe.net, self.sample_images, self.sample_classes)
+        if spread < COLLAPSED_SPREAD:
+            logger.warning("epoch %d: the map generator ignores its input (map spread %.3f < "
+                           "%g): the GAN has collapsed onto one pattern for every image",
+                           epoch + 1, spread, COLLAPSED_SPREAD)
+        return {"step": (epoch + 1) * self.settings.steps_per_epoch, **means,
+                "map_spread": spread}
 
-def _calibrate(net: HealingNet, card, records: list[ImageRecord], findings: list[str],
-               device: torch.device, batch_size: int) -> dict:
-    """Fit the map-score calibration and the operating thresholds on ``records``."""
-    dataset = records_dataset(records, card)
-    scores = _scores(net, dataset, device, batch_size)
-    labels, known = _labels(records, findings)
-    net.set_calibration(*calibrate_scores(scores, labels, known))
-    probs = 1 / (1 + np.exp(-(scores * net.score_weight.cpu().numpy()
-                              + net.score_bias.cpu().numpy())))
-    card.operating_thresholds = operating_thresholds(probs, labels, known, findings)
-    validation = _classification(probs, labels, known, findings)
-    card.metrics["validation"] = {"images": len(records), **validation}
-    return validation
+    def finish(self) -> dict:
+        """Fit the map-score calibration and the operating thresholds on the validation
+        images (the training images when there are none)."""
+        setup, net = self.context.setup, self.recipe.net
+        records = setup.val_records or setup.train_records
+        dataset = records_dataset(records, setup.card)
+        scores = _scores(net, dataset, self.context.device, self.context.config.optim.batch_size)
+        labels, known = _labels(records, setup.findings)
+        net.set_calibration(*calibrate_scores(scores, labels, known))
+        probs = 1 / (1 + np.exp(-(scores * net.score_weight.cpu().numpy()
+                                  + net.score_bias.cpu().numpy())))
+        card = setup.card
+        card.operating_thresholds = operating_thresholds(probs, labels, known, setup.findings)
+        validation = classification_figures(probs, labels, known, setup.findings)
+        card.metrics["validation"] = {"images": len(records), **validation}
+        card.metrics["map_spread"] = map_spread(net, self.sample_images, self.sample_classes)
+        return validation
