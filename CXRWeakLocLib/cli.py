@@ -166,7 +166,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_model
+    from .evaluation import evaluate_model
 
     report = evaluate_model(
         dataset=args.dataset, root=args.root, images_list=args.images_list, model=args.model,
@@ -178,7 +178,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .evaluate import compare_evaluations
+    from .evaluation import compare_evaluations
 
     if not 0 < args.threshold <= 1:
         raise CXRWeakLocError("--threshold must be in (0, 1]")

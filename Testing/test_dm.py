@@ -15,7 +15,7 @@ from CXRWeakLocLib.core.errors import ConfigError
 from CXRWeakLocLib.core.findings import CHESTXRAY14
 from CXRWeakLocLib.core.radiograph import Radiograph
 from CXRWeakLocLib.data.synthetic import write_synthetic_dataset
-from CXRWeakLocLib.evaluate import evaluate_model
+from CXRWeakLocLib.evaluation import evaluate_model
 from CXRWeakLocLib.export import export_all
 from CXRWeakLocLib.localize import Localizer
 from CXRWeakLocLib.methods import build_network

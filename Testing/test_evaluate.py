@@ -18,17 +18,16 @@ from CXRWeakLocLib.core.findings import CHESTXRAY14
 from CXRWeakLocLib.core.masks import MaskRule, parse_mask_rule
 from CXRWeakLocLib.core.radiograph import read_radiograph
 from CXRWeakLocLib.data.synthetic import read_synthetic, write_synthetic_dataset
-from CXRWeakLocLib.evaluate import (
+from CXRWeakLocLib.evaluation import (
     CHOOSE_MODE,
     HEADLINE_PREFIX,
-    MODES,
     best_sweep_rule,
     compare_evaluations,
     cross_validate_choice,
     evaluate_model,
 )
 from CXRWeakLocLib.localize import Localizer
-from CXRWeakLocLib.metrics import LocalizationReport, LocalizationScore, annotation_mask
+from CXRWeakLocLib.metrics import MODES, LocalizationReport, LocalizationScore, annotation_mask
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +145,7 @@ def test_rules_are_chosen_in_box_mode_by_default_and_unknown_modes_refused(
 
 
 def test_floor_is_the_mean_box_scored_region_by_region():
-    from CXRWeakLocLib.evaluate import _floor_scores
+    from CXRWeakLocLib.evaluation.loop import _floor_scores
 
     left, right = np.zeros((50, 50), bool), np.zeros((50, 50), bool)
     left[10:20, 10:20], right[10:20, 14:24] = True, True
@@ -307,7 +306,7 @@ def _score(iou: float) -> LocalizationScore:
 
 
 def _patients_in_two_folds(folds: int = 5) -> tuple[str, str]:
-    from CXRWeakLocLib.evaluate import _fold
+    from CXRWeakLocLib.evaluation.rules import _fold
 
     names = [f"patient-{i}" for i in range(50)]
     first = names[0]

@@ -15,7 +15,7 @@ from CXRWeakLocLib.core.anatomy import chest_region
 from CXRWeakLocLib.core.masks import MaskRule, apply_mask_rule
 from CXRWeakLocLib.core.radiograph import Radiograph
 from CXRWeakLocLib.data.synthetic import _anatomy, make_synthetic_dataset, write_synthetic_dataset
-from CXRWeakLocLib.evaluate import evaluate_model
+from CXRWeakLocLib.evaluation import evaluate_model
 from CXRWeakLocLib.export import export_all
 from CXRWeakLocLib.localize import Localizer
 from CXRWeakLocLib.losses import gradient_penalty

@@ -16,7 +16,7 @@ from CXRWeakLocLib.core.card import read_card, update_card
 from CXRWeakLocLib.core.errors import ConfigError
 from CXRWeakLocLib.core.radiograph import Radiograph
 from CXRWeakLocLib.data.synthetic import write_synthetic_dataset
-from CXRWeakLocLib.evaluate import evaluate_model
+from CXRWeakLocLib.evaluation import evaluate_model
 from CXRWeakLocLib.localize import Localizer
 from CXRWeakLocLib.methods import build_network
 from CXRWeakLocLib.methods.ham.network import (

@@ -10,6 +10,7 @@ import pytest
 
 from CXRWeakLocLib.core.masks import Box, MaskRule
 from CXRWeakLocLib.data.records import Annotation
+from CXRWeakLocLib.evaluation.report import localization_table
 from CXRWeakLocLib.metrics import (
     ClassificationReport,
     LocalizationReport,
@@ -249,16 +250,16 @@ def test_report_markdown_table():
         [("Effusion", _score(0.35)), ("Effusion", _score(0.05)), ("Mass", _score(0.55))],
         thresholds=(0.3, 0.5),
     )
-    assert report.to_markdown("pixel") == (
+    assert localization_table(report, "pixel") == (
         "| Finding | T(IoU)=0.3 | T(IoU)=0.5 | n |\n"
         "|---|---:|---:|---:|\n"
         "| Effusion | 0.50 | 0.00 | 2 |\n"
         "| Mass | 1.00 | 1.00 | 1 |\n"
         "| Mean | 0.75 | 0.50 | 3 |\n"
     )
-    assert "| Mean | 0.00 | 0.00 | 3 |" in report.to_markdown("box")
+    assert "| Mean | 0.00 | 0.00 | 3 |" in localization_table(report, "box")
     with pytest.raises(ValueError, match="unknown mode"):
-        report.to_markdown("voxel")
+        localization_table(report, "voxel")
 
 
 def test_empty_report_has_nan_means_and_null_json():

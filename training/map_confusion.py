@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from CXRWeakLocLib.checkpoint import load_model
 from CXRWeakLocLib.data.sources import read_dataset
-from CXRWeakLocLib.evaluate import record_radiograph
+from CXRWeakLocLib.evaluation import record_radiograph
 from CXRWeakLocLib.localize import Localizer
 from CXRWeakLocLib.metrics import annotation_mask, score_localization
 

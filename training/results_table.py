@@ -13,7 +13,7 @@ from pathlib import Path
 
 from CXRWeakLocLib.core.card import read_card, shipped_models
 from CXRWeakLocLib.core.masks import MaskRule
-from CXRWeakLocLib.evaluate import HEADLINE_PREFIX
+from CXRWeakLocLib.evaluation import HEADLINE_PREFIX
 from CXRWeakLocLib.metrics import Interval
 
 DM_RESULTS = Path(__file__).resolve().parent / "dm" / "RESULTS.md"

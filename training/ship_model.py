@@ -27,7 +27,7 @@ Steps, all through the engine:
 hold (nothing is chosen again): for when ``evaluate`` gains a figure; ``--rechoose``
 re-runs steps 2-3 on shipped models (when the way rules are chosen changes). ``--against BASE``
 records in each named card how it compares with ``BASE`` on the same dev boxes
-(:func:`~CXRWeakLocLib.evaluate.compare_evaluations`, paired bootstrap, both modes), from
+(:func:`~CXRWeakLocLib.evaluation.compare_evaluations`, paired bootstrap, both modes), from
 the ``results/eval/<name>`` folders those steps wrote.
 """
 
@@ -43,7 +43,12 @@ from sync_lists import main as sync_lists
 
 from CXRWeakLocLib.checkpoint import load_model, save_model
 from CXRWeakLocLib.core.card import SHIPPED_MODELS_DIR, read_card, update_card
-from CXRWeakLocLib.evaluate import CHOOSE_MODE, HEADLINE_PREFIX, compare_evaluations, evaluate_model
+from CXRWeakLocLib.evaluation import (
+    CHOOSE_MODE,
+    HEADLINE_PREFIX,
+    compare_evaluations,
+    evaluate_model,
+)
 from CXRWeakLocLib.methods import build_network
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +98,7 @@ def remeasure(name: str, rechoose: bool = False, folder: Path | None = None,
     """Re-evaluate a shipped model on the dev boxes and refresh its card's figures.
 
     Under the card's own rule, or with ``rechoose`` under the sweep's best rule
-    (:data:`~CXRWeakLocLib.evaluate.CHOOSE_MODE`), which then becomes the card's rule.
+    (:data:`~CXRWeakLocLib.evaluation.CHOOSE_MODE`), which then becomes the card's rule.
     """
     folder = folder or SHIPPED_MODELS_DIR / name
     metrics = dict(read_card(folder).metrics)

@@ -34,7 +34,12 @@ from CXRWeakLocLib.core.findings import CHESTXRAY14
 from CXRWeakLocLib.core.masks import MaskRule
 from CXRWeakLocLib.data.dataset import records_dataset
 from CXRWeakLocLib.data.sources import load_records
-from CXRWeakLocLib.evaluate import CHOOSE_MODE, HEADLINE_PREFIX, compare_evaluations, evaluate_model
+from CXRWeakLocLib.evaluation import (
+    CHOOSE_MODE,
+    HEADLINE_PREFIX,
+    compare_evaluations,
+    evaluate_model,
+)
 from CXRWeakLocLib.methods.dm.stages import (
     collect_aligned_cams,
     disease_masks,

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from CXRWeakLocLib.core.card import update_card
-from CXRWeakLocLib.evaluate import evaluate_model
+from CXRWeakLocLib.evaluation import evaluate_model
 
 REPO = Path(__file__).resolve().parents[2]
 
