@@ -147,5 +147,5 @@ def test_built_wheel_carries_every_shipped_model(tmp_path):
         for file in folder.iterdir():
             assert f"{data}/{folder.name}/{file.name}" in names, (
                 f"{folder.name}/{file.name} missing from the wheel: run "
-                "training/sync_lists.py ([tool.setuptools.data-files] in pyproject.toml)")
+                "python -m release.sync ([tool.setuptools.data-files] in pyproject.toml)")
     assert model_search_path()[-1] == INSTALLED_MODELS_DIR

@@ -1,6 +1,6 @@
 """Which finding's map finds each finding's regions? (class specificity of a model's maps)
 
-Usage: python training/map_confusion.py MODEL [--dataset NAME --root DIR] [--out FILE]
+Usage: python -m training.map_confusion MODEL [--dataset NAME --root DIR] [--out FILE]
 (default set: the synthetic test set of training/gan, runs/gan/synthetic_test)
 
 Every ground-truth region is scored against the map of *every* finding the model

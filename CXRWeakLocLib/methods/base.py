@@ -12,7 +12,7 @@ Every network is a :class:`LocalizationNetwork`: ``forward(x) -> (logits, maps)`
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
@@ -23,7 +23,8 @@ from ..networks.backbone import BackboneConfig
 if TYPE_CHECKING:
     from ..train.step import TrainingContext, TrainingStep
 
-__all__ = ["HealingNetwork", "LocalizationNetwork", "Method", "Objective", "TRAINING_KINDS"]
+__all__ = ["HealingNetwork", "LocalizationNetwork", "Method", "Objective", "Smoke",
+           "TRAINING_KINDS"]
 
 
 @runtime_checkable
@@ -73,6 +74,19 @@ TRAINING_KINDS = ("supervised", "adversarial")
 
 
 @dataclass(frozen=True)
+class Smoke:
+    """The smallest settings a method builds and trains with (tests and smoke runs).
+
+    Attributes:
+        options: the card's ``architecture.options``.
+        loss: the run's ``[loss]`` table.
+    """
+
+    options: dict = field(default_factory=dict)
+    loss: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Method:
     """One method: its network builder, its training, and its declared abilities.
 
@@ -87,6 +101,8 @@ class Method:
             inference must keep autograd on.
         heals: the network is a :class:`HealingNetwork` (healed images are exported).
         uses_backbone: the card's ``backbone`` section shapes the network.
+        smoke: its smallest settings; every registered method is built, trained one
+            step, saved, loaded and run with them by ``Testing/test_structure.py``.
     """
 
     name: str
@@ -98,6 +114,7 @@ class Method:
     gradients_at_inference: bool = False
     heals: bool = False
     uses_backbone: bool = True
+    smoke: Smoke = field(default_factory=Smoke)
 
     def __post_init__(self) -> None:
         if self.training is not None and self.training not in TRAINING_KINDS:

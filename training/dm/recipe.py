@@ -2,19 +2,19 @@
 
 Run from the repository root, each step after the previous one::
 
-    python training/dm/recipe.py anchor        # anchor image + seed of the alignment stage
+    python -m training.dm.recipe anchor        # anchor image + seed of the alignment stage
     cxrweakloc train training/configs/dm_align_nih_mini.toml
-    python training/dm/recipe.py seed-aligned  # alignment module + cam classifier
+    python -m training.dm.recipe seed-aligned  # alignment module + cam classifier
     cxrweakloc train training/configs/dm_aligned_nih_mini.toml
-    python training/dm/recipe.py masks         # disease masks, pseudo masks, figures
+    python -m training.dm.recipe masks         # disease masks, pseudo masks, figures
     cxrweakloc train training/configs/dm_nih_mini.toml
     cxrweakloc train training/configs/dm_pdm_nih_mini.toml
-    python training/dm/recipe.py ablation      # evaluate CAM / +alignment / +DM / +PDM
-    python training/dm/recipe.py ship          # Resources/Models/dm (+ figures)
+    python -m training.dm.recipe ablation      # evaluate CAM / +alignment / +DM / +PDM
+    python -m training.dm.recipe ship          # Resources/Models/dm (+ figures)
     training/dm/train_seeds.sh                 # +alignment+DM with seeds 1 and 2
-    python training/dm/recipe.py seeds         # evaluate each seed and their mean
-    python training/dm/recipe.py ensemble      # the seeds as one model, evaluated
-    python training/dm/recipe.py paper-rule    # the ablation under the paper's fixed rules
+    python -m training.dm.recipe seeds         # evaluate each seed and their mean
+    python -m training.dm.recipe ensemble      # the seeds as one model, evaluated
+    python -m training.dm.recipe paper-rule    # the ablation under the paper's fixed rules
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import figures
 import torch
 
 from CXRWeakLocLib.checkpoint import load_model
@@ -33,7 +32,6 @@ from CXRWeakLocLib.core.card import ModelCard, update_card
 from CXRWeakLocLib.core.findings import CHESTXRAY14
 from CXRWeakLocLib.core.masks import MaskRule
 from CXRWeakLocLib.data.dataset import records_dataset
-from CXRWeakLocLib.data.sources import load_records
 from CXRWeakLocLib.evaluation import (
     CHOOSE_MODE,
     HEADLINE_PREFIX,
@@ -49,7 +47,9 @@ from CXRWeakLocLib.methods.dm.stages import (
     write_seed,
 )
 from CXRWeakLocLib.train.config import TrainConfig, load_config
+from CXRWeakLocLib.train.run import training_records
 from CXRWeakLocLib.train.state import load_training_state
+from training.dm import figures
 
 logger = logging.getLogger("dm-recipe")
 
@@ -109,7 +109,7 @@ def anchor(args: argparse.Namespace) -> None:
     """Anchor = mean normal training image; seed = cam weights + anchor."""
     config = _config("dm_align_nih_mini.toml")
     size = int(config.model.options.get("anchor_size", 128))
-    image = mean_normal_image(load_records(config), _card(config), size)
+    image = mean_normal_image(training_records(config), _card(config), size)
     seed = write_seed(config.path(config.model.init_from),
                       [_weights(Path(args.cam)), {"anchor": image}])
     figures.save_anchor(image, FIGURES / "anchor.png")
@@ -129,7 +129,7 @@ def masks(args: argparse.Namespace) -> None:
     model = load_model(RUNS / "aligned" / "model")
     network, card = model.network, model.card
     config = _config("dm_nih_mini.toml")
-    records = load_records(config)
+    records = training_records(config)
     cams = collect_aligned_cams(network, records, card)
     learned = disease_masks(cams, card.findings, MASK_SIZE, args.min_probability,
                             args.min_images, args.threshold)

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cli=.venv/bin/cxrweakloc
-recipe="./.venv/bin/python training/dm/recipe.py"
+recipe="./.venv/bin/python -m training.dm.recipe"
 $cli train --config training/configs/dm_aligned_nih_mini.toml
 $recipe masks
 $cli train --config training/configs/dm_nih_mini.toml

@@ -1,6 +1,6 @@
 """Choose a GAN model's constraint function (mask rule) on the synthetic dev set.
 
-Usage: python training/gan/choose_rule.py MODEL_FOLDER [DEV_ROOT]
+Usage: python -m training.gan.choose_rule MODEL_FOLDER [DEV_ROOT]
 Scores every rule of ``evaluate --sweep-mask-rules`` in one pass on DEV_ROOT (default
 ``runs/gan/synthetic_dev``, exact masks, disjoint from the training and test images) into
 ``MODEL_FOLDER/../eval_dev`` and writes the best rule (pixel-mode IoU-accuracy at 0.3,

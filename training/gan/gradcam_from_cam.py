@@ -1,26 +1,22 @@
 """Wrap a trained ``cam`` model folder as a ``gradcam`` model folder (same weights).
 
-Usage: python training/gan/gradcam_from_cam.py CAM_FOLDER OUT_FOLDER
+Usage: python -m training.gan.gradcam_from_cam CAM_FOLDER OUT_FOLDER
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from CXRWeakLocLib.checkpoint import load_model, save_model
-from CXRWeakLocLib.methods import build_network
+from CXRWeakLocLib.methods.gradcam import gradcam_from_cam
 
 
 def main(source: Path, target: Path) -> None:
-    """Load ``source`` (cam), save it as ``target`` (gradcam on ``backbone.layer4``)."""
+    """Load ``source`` (cam), save it as ``target`` (Grad-CAM on its last stage)."""
     loaded = load_model(source)
-    card = replace(loaded.card, method="gradcam", name=f"{loaded.card.name}-gradcam",
-                   architecture={**loaded.card.architecture,
-                                 "options": {"target_layer": "backbone.layer4"}})
-    network = build_network("gradcam", card.architecture, len(card.findings))
-    network.classifier.load_state_dict(loaded.network.state_dict())
+    card, network = gradcam_from_cam(loaded.card, loaded.network,
+                                     f"{loaded.card.name}-gradcam")
     print(save_model(target, card, network, overwrite=True))
 
 

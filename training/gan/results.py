@@ -1,6 +1,6 @@
 """Markdown rows of RESULTS.md from ``evaluate`` output folders.
 
-Usage: python training/gan/results.py LABEL=EVAL_FOLDER [LABEL=EVAL_FOLDER ...]
+Usage: python -m training.gan.results LABEL=EVAL_FOLDER [LABEL=EVAL_FOLDER ...]
 Each EVAL_FOLDER holds a ``metrics.json``; missing folders are listed as not run.
 """
 

@@ -14,9 +14,9 @@ flock /tmp/cxr-cpu.lock bash -c "
     $cx train --config training/configs/vagan_synthetic.toml > runs/gan/vagan_synthetic.log 2>&1 &
     wait
     $cx train --config training/gan/cam_synthetic.toml > runs/gan/cam_synthetic.log 2>&1
-    .venv/bin/python training/gan/gradcam_from_cam.py runs/gan/cam_synthetic/model runs/gan/gradcam_synthetic/model
+    .venv/bin/python -m training.gan.gradcam_from_cam runs/gan/cam_synthetic/model runs/gan/gradcam_synthetic/model
     for name in taggan_synthetic vagan_synthetic gradcam_synthetic; do
-        .venv/bin/python training/gan/choose_rule.py runs/gan/\$name/model
+        .venv/bin/python -m training.gan.choose_rule runs/gan/\$name/model
     done
 "
 if [ "${1:-}" = "--nih" ]; then

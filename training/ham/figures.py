@@ -2,7 +2,7 @@
 
 Usage (from the repository root, once both models are in Resources/Models)::
 
-    .venv/bin/python training/ham/figures.py [--per-finding 4]
+    .venv/bin/python -m training.ham.figures [--per-finding 4]
 
 Writes ``results/figures/ham_vs_cam_<Finding>.png``: for each of the first
 ``--per-finding`` dev images with a box of that finding (list order), the radiograph

@@ -5,7 +5,7 @@
 the source and epoch in the file's metadata so the HAM card can say what it started
 from::
 
-    .venv/bin/python training/ham/init_weights.py runs/cam/last runs/ham_init/cam.safetensors
+    .venv/bin/python -m training.ham.init_weights runs/cam/last runs/ham_init/cam.safetensors
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Ship a trained HAM run: ``training/ship_model.py``'s steps, plus what only HAM has.
+"""Ship a trained HAM run: ``python -m release.ship``'s steps, plus what only HAM has.
 
 Usage (from the repository root, after ``cxrweakloc train --config
 training/configs/ham_nih_mini.toml``)::
 
-    flock /tmp/cxr-cpu.lock .venv/bin/python training/ham/ship.py [--run RUN/model]
+    flock /tmp/cxr-cpu.lock .venv/bin/python -m training.ham.ship [--run RUN/model]
 
-1. ``ship_model.install`` and ``ship_model.calibrate_and_measure``: the run's model
+1. ``release.ship.install`` and ``release.ship.calibrate_and_measure``: the run's model
    folder -> ``Resources/Models/ham``, its mask rule chosen on the dev boxes (box mode,
    like every shipped model), the figures under it in ``metrics["dev_bbox"]``.
 2. The anomaly ("any finding") ROC-AUC, on the run's validation split (the patient
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +28,17 @@ from torch.utils.data import DataLoader
 from CXRWeakLocLib.checkpoint import load_model
 from CXRWeakLocLib.core.card import read_card, update_card
 from CXRWeakLocLib.data.dataset import records_dataset
-from CXRWeakLocLib.data.sources import load_records
 from CXRWeakLocLib.methods.ham.objective import anomaly_targets
 from CXRWeakLocLib.metrics import roc_auc
 from CXRWeakLocLib.train.config import load_config
-from CXRWeakLocLib.train.run import split_by_patient
+from CXRWeakLocLib.train.run import split_by_patient, training_records
+from release.ship import NIH_MINI, calibrate_and_measure, install
+from release.sync import main as sync_lists
 
 logger = logging.getLogger("ham.ship")
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "training" / "configs" / "ham_nih_mini.toml"
-sys.path.insert(0, str(REPO / "training"))
-from ship_model import NIH_MINI, calibrate_and_measure, install  # noqa: E402
-from sync_lists import main as sync_lists  # noqa: E402
 
 
 def anomaly_auc_on_validation(model_folder: Path) -> dict:
@@ -52,7 +49,7 @@ def anomaly_auc_on_validation(model_folder: Path) -> dict:
     """
     model = load_model(model_folder)
     config = load_config(CONFIG, overrides=model.card.training["config"])
-    _, validation = split_by_patient(load_records(config), config.data.val_fraction,
+    _, validation = split_by_patient(training_records(config), config.data.val_fraction,
                                      config.run.seed)
     loader = DataLoader(records_dataset(validation, model.card), batch_size=16)
     scores, targets = [], []

@@ -6,7 +6,7 @@ set -euo pipefail
 init=Resources/Models/cam
 if [ ! -f "$init/model.safetensors" ]; then
     init=runs/ham_init/cam.safetensors
-    .venv/bin/python training/ham/init_weights.py runs/cam/last "$init"
+    .venv/bin/python -m training.ham.init_weights runs/cam/last "$init"
 fi
 exec .venv/bin/cxrweakloc train --config training/configs/ham_nih_mini.toml \
     --set "model.init_from=\"../../$init\"" "$@"   # relative to the config's folder

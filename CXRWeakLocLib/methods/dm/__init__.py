@@ -8,7 +8,7 @@
   needs its anchor and masks as much as our recipe (``training/dm/recipe.py``) does.
 """
 
-from ..base import Method
+from ..base import Method, Smoke
 from .network import build_dm
 from .objectives import dm_objective
 
@@ -16,4 +16,5 @@ __all__ = ["DM"]
 
 DM = Method("dm", build_dm,
             "CAM classifier on aligned images with disease-mask attention",
-            objective=dm_objective)
+            objective=dm_objective,
+            smoke=Smoke(options={"alignment_size": 32, "anchor_size": 32, "mask_size": 8}))

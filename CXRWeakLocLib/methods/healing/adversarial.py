@@ -42,12 +42,17 @@ from ...losses import gradient_penalty
 from ...train.logs import RunLogs
 from ...train.step import TrainingContext
 from ...train.validation import classification_figures, operating_thresholds
+from ..base import Smoke
 from .network import Critic, HealingNet
 
-__all__ = ["AdversarialRecipe", "GANSettings", "HealingStep", "PairSampler",
+__all__ = ["HEALING_SMOKE", "AdversarialRecipe", "GANSettings", "HealingStep", "PairSampler",
            "TrainingDivergedError", "calibrate_scores", "map_spread"]
 
 logger = logging.getLogger(__name__)
+
+#: The healing methods' smallest settings (a tiny U-Net, one generator step per epoch).
+HEALING_SMOKE = Smoke(options={"channels": [8, 8], "critic_width": 4},
+                      loss={"steps_per_epoch": 1, "critic_steps": 1, "sample_every": 0})
 
 
 class TrainingDivergedError(CXRWeakLocError):

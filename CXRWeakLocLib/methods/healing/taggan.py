@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..base import Method
-from .adversarial import AdversarialRecipe, GANSettings, HealingStep
+from .adversarial import HEALING_SMOKE, AdversarialRecipe, GANSettings, HealingStep
 from .network import Critic, HealingNet, HealingOptions, MapGenerator
 
 __all__ = ["TAGGAN", "TagGANNet", "TagGANRecipe"]
@@ -64,4 +64,4 @@ def _build(backbone, num_classes: int, options: dict) -> TagGANNet:
 
 TAGGAN = Method("taggan", _build, "TagGAN: the disease map is what heals the image",
                 training="adversarial", make_step=lambda c: HealingStep(c, TagGANRecipe),
-                heals=True, uses_backbone=False)
+                heals=True, uses_backbone=False, smoke=HEALING_SMOKE)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..base import Method
-from .adversarial import AdversarialRecipe, HealingStep
+from .adversarial import HEALING_SMOKE, AdversarialRecipe, HealingStep
 from .network import HealingNet, HealingOptions
 
 __all__ = ["VAGAN", "VAGANNet", "VAGANRecipe"]
@@ -48,4 +48,4 @@ def _build(backbone, num_classes: int, options: dict) -> VAGANNet:
 
 VAGAN = Method("vagan", _build, "VA-GAN: an additive map turns the image into a normal one",
                training="adversarial", make_step=lambda c: HealingStep(c, VAGANRecipe),
-               heals=True, uses_backbone=False)
+               heals=True, uses_backbone=False, smoke=HEALING_SMOKE)

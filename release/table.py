@@ -1,6 +1,6 @@
 """Print the README's results table from the shipped model cards (measured, not typed).
 
-Usage: python training/results_table.py [--write README.md]
+Usage: python -m release.table [--write README.md]
 Rows: every shipped model with ``metrics["dev_bbox"]``, the no-model floor, and the
 papers' published numbers for context (their data sizes differ from ours).
 """
@@ -119,7 +119,7 @@ def table() -> list[str]:
 
 
 def _comparison_table() -> list[str]:
-    """Model minus baseline on the same boxes (``ship_model.py --against``), if recorded."""
+    """Model minus baseline on the same boxes (``release.ship --against``), if recorded."""
     pattern = re.compile(r"^iou_accuracy_0\.3_minus_(?!floor)(\w+)$")
     lines = []
     for folder in shipped_models():

@@ -2,16 +2,16 @@
 
 Usage (repository root, after ``cxrweakloc train --config training/configs/cam_nih_mini.toml``)::
 
-    python training/ship_model.py runs/cam/model --name cam
-    python training/ship_model.py runs/cam/model --name gradcam --as-gradcam
-    python training/ship_model.py --remeasure cam dm   # refresh shipped cards' figures
-    python training/ship_model.py --rechoose cam dm    # choose their rules again, measure
-    python training/ship_model.py --against cam dm ham # paired comparison with cam, per card
+    python -m release.ship runs/cam/model --name cam
+    python -m release.ship runs/cam/model --name gradcam --as-gradcam
+    python -m release.ship --remeasure cam dm   # refresh shipped cards' figures
+    python -m release.ship --rechoose cam dm    # choose their rules again, measure
+    python -m release.ship --against cam dm ham # paired comparison with cam, per card
 
 Steps, all through the engine:
 
 1. the trained folder -> ``Resources/Models/<name>`` (with ``--as-gradcam`` the same
-   weights are wrapped as a Grad-CAM model on ``backbone.layer4``);
+   weights are wrapped as a Grad-CAM model on the backbone's last stage);
 2. ``evaluate_model(..., choose_rule=True)`` on nih-mini's ``dev_bbox_list.txt`` (514
    expert boxes) -> ``results/eval/<name>``: every rule of the sweep is scored in one
    pass and the best mean box-mode IoU-accuracy at T(IoU)=0.3 (the papers' protocol,
@@ -21,7 +21,7 @@ Steps, all through the engine:
 3. the headline figures under that rule and the no-model floor go into the card's
    ``metrics["dev_bbox"]``;
 4. the packaging file lists (Slicer CMake, wheel data files) are rewritten
-   (``training/sync_lists.py``). Then ``python training/results_table.py --write README.md``.
+   (:mod:`release.sync`). Then ``python -m release.table --write README.md``.
 
 ``--remeasure`` re-runs step 3 for shipped models under the rule their cards already
 hold (nothing is chosen again): for when ``evaluate`` gains a figure; ``--rechoose``
@@ -36,10 +36,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-from dataclasses import replace
 from pathlib import Path
-
-from sync_lists import main as sync_lists
 
 from CXRWeakLocLib.checkpoint import load_model, save_model
 from CXRWeakLocLib.core.card import SHIPPED_MODELS_DIR, read_card, update_card
@@ -49,7 +46,8 @@ from CXRWeakLocLib.evaluation import (
     compare_evaluations,
     evaluate_model,
 )
-from CXRWeakLocLib.methods import build_network
+from CXRWeakLocLib.methods.gradcam import gradcam_from_cam
+from release.sync import main as sync_lists
 
 REPO = Path(__file__).resolve().parents[1]
 NIH_MINI = REPO.parent / "shared" / "data" / "nih-mini"
@@ -65,13 +63,7 @@ def install(source: Path, name: str, as_gradcam: bool) -> Path:
         update_card(target, name=name)
         return target
     loaded = load_model(source)
-    card = replace(loaded.card, name=name, method="gradcam", metrics={},
-                   architecture={**loaded.card.architecture,
-                                 "options": {"target_layer": "backbone.layer4"}},
-                   description="Grad-CAM (captum LayerGradCam, one backward pass per finding) "
-                               "on the cam model's network and weights.")
-    network = build_network("gradcam", card.architecture, len(card.findings))
-    network.classifier.load_state_dict(loaded.network.state_dict())
+    card, network = gradcam_from_cam(loaded.card, loaded.network, name)
     return save_model(target, card, network, overwrite=True)
 
 

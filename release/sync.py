@@ -1,12 +1,15 @@
 """Rewrite the file lists that packaging keeps by hand, from the tree as it is.
 
-Usage: python training/sync_lists.py   (``ship_model.py`` runs it after installing)
+Usage: python -m release.sync   (``release.ship`` runs it after installing a model)
 
 - ``CXRWeakLoc/CMakeLists.txt``: ``ENGINE_PYTHON_SCRIPTS`` (every engine ``.py``) and
   ``ENGINE_PYTHON_RESOURCES`` (engine ``.json``, ``Resources/Models``,
   ``Resources/Terminology``) — what the Slicer extension installs;
 - ``pyproject.toml``: ``[tool.setuptools.data-files]``, one line per shipped model
-  folder — what a built wheel carries.
+  folder — what a built wheel carries;
+- ``CXRWeakLoc/Resources/requirements.txt``: the engine's dependencies from
+  ``pyproject.toml`` without Slicer's own packages and the training-only ones — what
+  the Slicer module installs into Slicer's Python.
 
 ``Testing/test_slicer_module.py`` and ``Testing/test_checkpoint.py`` fail when these
 lists and the tree disagree.
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,9 +63,35 @@ def sync_pyproject(pyproject: Path = REPO / "pyproject.toml") -> None:
     pyproject.write_text(pattern.sub(lambda _: "[tool.setuptools.data-files]\n" + lines, text))
 
 
+#: Packages Slicer's Python already has (never replaced) and packages only training needs.
+NOT_FOR_SLICER = {"numpy", "simpleitk", "vtk", "tensorboard"}
+REQUIREMENTS_HEADER = """\
+# The engine's packages for Slicer's Python, written by `python -m release.sync` from
+# pyproject.toml's dependencies (do not edit by hand). torch is installed by the PyTorch
+# extension when present (CUDA build matching the driver), else by pip from this line.
+# numpy, SimpleITK and vtk are Slicer's own and are never replaced (the installer pins
+# them with a constraints file); tensorboard is for training only.
+"""
+
+
+def slicer_requirements(pyproject: Path = REPO / "pyproject.toml") -> str:
+    """The text of the Slicer module's ``requirements.txt``."""
+    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    kept = [d for d in dependencies
+            if re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower() not in NOT_FOR_SLICER]
+    return REQUIREMENTS_HEADER + "".join(f"{line}\n" for line in kept)
+
+
+def sync_requirements(path: Path = REPO / "CXRWeakLoc" / "Resources" / "requirements.txt"
+                      ) -> None:
+    """Write the Slicer module's ``requirements.txt`` (:func:`slicer_requirements`)."""
+    path.write_text(slicer_requirements())
+
+
 def main() -> None:
     sync_cmake()
     sync_pyproject()
+    sync_requirements()
 
 
 if __name__ == "__main__":
