@@ -17,7 +17,7 @@ from CXRWeakLocLib.evaluation import HEADLINE_PREFIX
 from CXRWeakLocLib.metrics import Interval
 
 DM_RESULTS = Path(__file__).resolve().parent / "dm" / "RESULTS.md"
-#: Published IoU-accuracy at T(IoU) 0.3 / 0.5 / 0.7 on ChestX-ray14 (METHODS.md).
+#: Published IoU-accuracy at T(IoU) 0.3 / 0.5 / 0.7 on ChestX-ray14 (docs/methods.md).
 PUBLISHED = [
     ("ResNet-50 CAM (disease-mask paper, Table 1)", "~86,000 images, 984 boxes",
      (0.31, 0.17, 0.06)),
