@@ -17,14 +17,116 @@ import argparse
 import csv
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
+from CXRWeakLocLib.findings import CHESTXRAY14
+from CXRWeakLocLib.text.extraction import FindingExtractor, ReportFindings
 from CXRWeakLocLib.text.reports import Report, read_reports
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTION = REPO.parent / "shared" / "data" / "fixtures" / "reports" / "NLMCXR_reports.tgz"
 SENTENCES = REPO / "Testing" / "data" / "report_sentences.csv"
 SPLITS = ("development", "sentences", "held-out")
+#: Findings scored against MeSH: those with at least this many MeSH-positive reports.
+MIN_POSITIVE = 20
+
+#: MeSH major heading -> finding, and (heading, word in its sub-headings) -> finding,
+#: making the vocabulary choices of CXRWeakLocLib/text/rules.py.
+MESH_HEADINGS = {
+    "Pulmonary Atelectasis": "Atelectasis",
+    "Cardiomegaly": "Cardiomegaly",
+    "Pleural Effusion": "Effusion",
+    "Infiltrate": "Infiltration",
+    "Mass": "Mass",
+    "Nodule": "Nodule",
+    "Pneumonia": "Pneumonia",
+    "Pneumothorax": "Pneumothorax", "Hydropneumothorax": "Pneumothorax",
+    "Hemopneumothorax": "Pneumothorax",
+    "Consolidation": "Consolidation", "Airspace Disease": "Consolidation",
+    "Pulmonary Edema": "Edema", "Pulmonary Congestion": "Edema", "Heart Failure": "Edema",
+    "Emphysema": "Emphysema", "Pulmonary Emphysema": "Emphysema",
+    "Pulmonary Disease, Chronic Obstructive": "Emphysema", "Bullous Emphysema": "Emphysema",
+    "Lung, Hyperlucent": "Emphysema", "Blister": "Emphysema",
+    "Pulmonary Fibrosis": "Fibrosis", "Fibrosis": "Fibrosis",
+    "Hernia, Hiatal": "Hernia", "Hernia, Diaphragmatic": "Hernia",
+}
+MESH_QUALIFIED = {
+    ("Cardiac Shadow", "enlarged"): "Cardiomegaly",
+    ("Heart", "enlarged"): "Cardiomegaly",
+    ("Costophrenic Angle", "blunted"): "Effusion",
+    ("Lung", "hyperdistention"): "Emphysema",
+    ("Sulcus", "blunted"): "Effusion",
+    # "round" is how the experts qualify a nodular opacity or density
+    ("Opacity", "round"): "Nodule",
+    ("Density", "round"): "Nodule",
+}
+
+
+def mesh_findings(headings: tuple[str, ...]) -> set[str]:
+    """The findings the experts' MeSH major headings name."""
+    found = set()
+    for heading in headings:
+        name, *qualifiers = [part.strip() for part in heading.split("/")]
+        if name in MESH_HEADINGS:
+            found.add(MESH_HEADINGS[name])
+        found.update(f for (n, word), f in MESH_QUALIFIED.items()
+                     if n == name and word in qualifiers)
+        if name == "Thickening" and qualifiers[:1] == ["pleura"]:
+            found.add("Pleural_Thickening")
+        if name == "Cicatrix":  # scarring: of the pleura, or of the lung
+            found.add("Pleural_Thickening" if qualifiers[:1] == ["pleura"] else "Fibrosis")
+    return found
+
+
+def indexed(report: Report) -> bool:
+    """Whether the experts indexed the report (95 say "No Indexing": no reference)."""
+    return "No Indexing" not in report.mesh_major
+
+
+@dataclass
+class Counts:
+    """True positives, false positives and false negatives of one finding."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.tp, self.fp, self.fn = self.tp + other.tp, self.fp + other.fp, self.fn + other.fn
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else float("nan")
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else float("nan")
+
+    @property
+    def f1(self) -> float:
+        total = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / total if total else float("nan")
+
+
+def predicted_positive(findings: ReportFindings, uncertain: bool = False) -> set[str]:
+    """Findings the extractor calls positive (and uncertain, if asked)."""
+    accepted = ("positive", "uncertain") if uncertain else ("positive",)
+    return {f for f, status in findings.statuses.items() if status in accepted}
+
+
+def mesh_counts(pairs: list[tuple[Report, ReportFindings]], uncertain: bool = False,
+                ) -> dict[str, Counts]:
+    """Per finding counts of the extractor's positives against the MeSH findings."""
+    counts = {f.name: Counts() for f in CHESTXRAY14}
+    for report, findings in pairs:
+        gold, predicted = mesh_findings(report.mesh_major), predicted_positive(findings,
+                                                                                uncertain)
+        for name, count in counts.items():
+            count.tp += name in gold and name in predicted
+            count.fp += name not in gold and name in predicted
+            count.fn += name in gold and name not in predicted
+    return counts
 
 
 def split_of(report_id: str) -> str:
@@ -71,11 +173,87 @@ def sample_sentences(reports: list[Report], seed: int = 20, abnormal: int = 60,
     return chosen
 
 
+def _labels(text: str) -> dict[str, str]:
+    pairs = (item.split(":") for item in text.split(";") if item.strip())
+    return {finding.strip(): status.strip() for finding, status in pairs}
+
+
+@dataclass
+class SentenceCheck:
+    """The extractor against the hand-labelled sentences (mention level)."""
+
+    sentences: int = 0
+    labelled: int = 0       # labelled mentions
+    found: int = 0          # labelled mentions the extractor also finds
+    spurious: int = 0       # extracted mentions with no label
+    same_status: int = 0    # found with the labelled status
+    negation_errors: int = 0
+    errors: list[str] | None = None
+
+    @property
+    def negation_error_rate(self) -> float:
+        return self.negation_errors / self.found if self.found else float("nan")
+
+
+def check_sentences(extractor: FindingExtractor, path: Path = SENTENCES) -> SentenceCheck:
+    """Negation errors and mention agreement on the hand-labelled sentences."""
+    check = SentenceCheck(errors=[])
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            gold = _labels(row["labels"])
+            got = extractor.extract_text(row["sentence"], row["report_id"]).statuses
+            check.sentences += 1
+            check.labelled += len(gold)
+            check.spurious += len(set(got) - set(gold))
+            for finding, status in gold.items():
+                if finding not in got:
+                    check.errors.append(f"missed {finding} ({status}): {row['sentence']}")
+                    continue
+                check.found += 1
+                check.same_status += got[finding] == status
+                if (got[finding] == "negative") != (status == "negative"):
+                    check.negation_errors += 1
+                    check.errors.append(f"negation {finding} labelled {status}, extracted "
+                                        f"{got[finding]}: {row['sentence']}")
+            check.errors.extend(f"spurious {f} ({got[f]}): {row['sentence']}"
+                                for f in set(got) - set(gold))
+    return check
+
+
+def print_errors(pairs: list[tuple[Report, ReportFindings]], finding: str) -> None:
+    """The development part's disagreements with MeSH on one finding (for tuning)."""
+    for report, findings in pairs:
+        if split_of(report.report_id) != "development":
+            continue
+        gold = finding in mesh_findings(report.mesh_major)
+        status = findings.statuses.get(finding, "-")
+        if gold != (status == "positive"):
+            print(f"{'FN' if gold else 'FP'} {report.report_id} [{status}] "
+                  f"mesh={'; '.join(report.mesh_major)}")
+            for section, text in report.finding_sections:
+                print(f"    {section}: {text}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="validate", choices=["validate", "sample"])
+    parser.add_argument("command", nargs="?", default="validate",
+                        choices=["validate", "sample", "errors", "development"])
+    parser.add_argument("finding", nargs="?", help="errors: the finding to list")
     args = parser.parse_args()
     reports = load_collection()
+    if args.command in ("errors", "development"):
+        development = [r for r in reports if split_of(r.report_id) == "development"
+                       and indexed(r)]
+        pairs = list(zip(development, FindingExtractor().extract(development, progress=True)))
+        if args.command == "errors":
+            print_errors(pairs, args.finding)
+            return
+        for uncertain in (False, True):
+            print("uncertain counted positive" if uncertain else "positive only")
+            for name, c in mesh_counts(pairs, uncertain).items():
+                print(f"{name:20s} tp {c.tp:4d} fp {c.fp:4d} fn {c.fn:4d}  "
+                      f"P {c.precision:.3f} R {c.recall:.3f} F1 {c.f1:.3f}")
+        return
     if args.command == "sample":
         rows = sample_sentences(reports)
         SENTENCES.parent.mkdir(parents=True, exist_ok=True)
