@@ -185,7 +185,7 @@ class FindingExtractor:
             sections = report.finding_sections
             docs = self.nlp.pipe(text for _, text in sections)
             yield _findings(report.report_id, [(name, doc) for (name, _), doc
-                                               in zip(sections, docs)])
+                                               in zip(sections, docs, strict=True)])
 
     def extract_text(self, text: str, report_id: str = "text") -> ReportFindings:
         """The findings of one report given as text (headings split as in a ``.txt``)."""

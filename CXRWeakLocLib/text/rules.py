@@ -42,7 +42,9 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "Effusion": ("[pleural] effusions?", "pleural fluid", "hydrothorax"),
     "Infiltration": ("infiltrates?", "infiltration", "infiltrative"),
     "Mass": ("mass(es)?", "mass lesions?"),
-    "Nodule": ("nodules?", "nodular", "nodularity", "nodular (density|densities|opacity|opacities)"),
+    "Nodule": (
+        "nodules?", "nodular", "nodularity", "nodular (density|densities|opacity|opacities)",
+    ),
     "Pneumonia": (
         "pneumonias?", "pneumonic", "bronchopneumonia", "pneumonitis", "infection",
         "(infectious|inflammatory) (process|etiology)",
@@ -56,8 +58,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "Edema": (
         "o?edema", "(vascular|venous|pulmonary) congestion", "congestion",
         "[congestive] heart failure", "chf", "cephalization", "kerley [b] lines",
-        "(fluid|volume) overload", "[central] [pulmonary] (vascular|venous) (prominence|engorgement)",
-        "pulmonary venous hypertension",
+        "(fluid|volume) overload", "pulmonary venous hypertension",
+        "[central] [pulmonary] (vascular|venous) (prominence|engorgement)",
     ),
     "Emphysema": (
         "emphysema", "emphysematous", "copd", "chronic obstructive (pulmonary|lung) disease",
