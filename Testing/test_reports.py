@@ -307,3 +307,116 @@ def test_a_csv_without_the_text_column_fails_alone(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no column 'text' (columns: id, body; choose one with --text-column)" in err
     assert out.read_text().splitlines() == ["report_id,finding,status", "r,Effusion,negative"]
+
+
+# --- text side of the text-image model ---------------------------------------------------
+
+def test_tokenizer_trained_on_iu_reports_round_trips(tmp_path):
+    from CXRWeakLocLib.text.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+    reports = [r for r in read_reports([shared_path("fixtures/reports/NLMCXR_reports.tgz")])
+               if isinstance(r, Report)]
+    tokenizer = train_tokenizer(text for r in reports for _, text in r.finding_sections)
+    assert 2000 < tokenizer.get_vocab_size() <= 4000
+    path = save_tokenizer(tokenizer, tmp_path / "model" / "tokenizer.json")
+    loaded = load_tokenizer(path)
+    text = "Small left pleural effusion, no pneumothorax. Heart size is normal."
+    encoding = loaded.encode(text)
+    assert encoding.ids == tokenizer.encode(text).ids
+    assert encoding.tokens[0] == "[CLS]" and encoding.tokens[-1] == "[SEP]"
+    assert "pneumothorax" in encoding.tokens and "[UNK]" not in encoding.tokens
+    assert loaded.decode(encoding.ids) == text.lower()
+
+
+def test_a_bad_tokenizer_file_is_a_one_line_error(tmp_path):
+    from CXRWeakLocLib.errors import CheckpointError
+    from CXRWeakLocLib.text.tokenizer import load_tokenizer
+
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a readable tokenizer") as caught:
+        load_tokenizer(tmp_path / "tokenizer.json")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer():
+    from CXRWeakLocLib.text.tokenizer import train_tokenizer
+
+    corpus = [report_text(FindingExtractor().extract_text(s), "rule-based+") for s in (
+        "Small left pleural effusion. No pneumothorax.", "Mild cardiomegaly.",
+        "Right lower lobe pneumonia.", "No focal consolidation. Heart size is normal.",
+    )] * 5
+    return train_tokenizer(corpus, vocab_size=200, min_frequency=1)
+
+
+def test_text_encoder_ignores_padding(small_tokenizer):
+    import torch
+
+    from CXRWeakLocLib.text.encoder import TextEncoder, TextEncoderConfig
+    from CXRWeakLocLib.text.tokenizer import encode_batch
+
+    torch.manual_seed(0)
+    encoder = TextEncoder(TextEncoderConfig(small_tokenizer.get_vocab_size(), width=32,
+                                            layers=2, heads=2, embed_dim=16)).eval()
+    ids, mask = encode_batch(small_tokenizer, ["Mild cardiomegaly.",
+                                               "Small left pleural effusion. No pneumothorax."])
+    assert ids.shape == mask.shape and not mask[0].all() and mask[1].all()
+    alone_ids, alone_mask = encode_batch(small_tokenizer, ["Mild cardiomegaly."])
+    with torch.no_grad():
+        batch, alone = encoder(ids, mask), encoder(alone_ids, alone_mask)
+    assert batch.shape == (2, 16)
+    torch.testing.assert_close(batch[0], alone[0], atol=1e-5, rtol=1e-5)
+    assert encoder.mlm_logits(ids, mask).shape == (*ids.shape, small_tokenizer.get_vocab_size())
+
+
+def test_clip_loss_on_hand_built_pairs():
+    import math
+
+    import torch
+
+    from CXRWeakLocLib.text.contrastive import LogitScale, clip_loss
+
+    images = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # norms differ: the loss normalises
+    matched = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    swapped = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    # logits [[s, 0], [0, s]]: every row and column is -log(e^s / (e^s + 1))
+    assert clip_loss(images, matched, 1.0).item() == pytest.approx(math.log(1 + math.exp(-1)))
+    assert clip_loss(images, swapped, 1.0).item() == pytest.approx(math.log(1 + math.exp(1)))
+    # texts e1 and (e1 + e2)/sqrt(2): rows and columns differ, the loss is their mean
+    c = 1 / math.sqrt(2)
+    texts = torch.tensor([[1.0, 0.0], [c, c]])
+    rows = -math.log(math.e / (math.e + math.exp(c))) - math.log(math.exp(c) / (1 + math.exp(c)))
+    columns = -math.log(math.e / (math.e + 1)) + math.log(2)
+    assert clip_loss(images, texts, 1.0).item() == pytest.approx((rows + columns) / 4)
+    assert LogitScale()().item() == pytest.approx(1 / 0.07)
+    with pytest.raises(ValueError, match="differ in shape"):
+        clip_loss(images, texts[:1], 1.0)
+
+
+def test_a_few_contrastive_steps_align_texts_with_fixed_image_embeddings(small_tokenizer):
+    import torch
+
+    from CXRWeakLocLib.text.contrastive import LogitScale, clip_loss
+    from CXRWeakLocLib.text.encoder import TextEncoder, TextEncoderConfig
+    from CXRWeakLocLib.text.tokenizer import encode_batch
+
+    torch.manual_seed(0)
+    encoder = TextEncoder(TextEncoderConfig(small_tokenizer.get_vocab_size(), width=32,
+                                            layers=2, heads=2, embed_dim=16, dropout=0.0))
+    scale = LogitScale()
+    ids, mask = encode_batch(small_tokenizer, [
+        "Mild cardiomegaly.", "Small left pleural effusion.", "Right lower lobe pneumonia.",
+        "No pneumothorax."])
+    images = torch.randn(4, 16)
+    optimizer = torch.optim.AdamW([*encoder.parameters(), *scale.parameters()], lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = clip_loss(images, encoder(ids, mask), scale())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.25 * losses[0]
+    with torch.no_grad():
+        similarity = images @ encoder(ids, mask).T
+    assert similarity.argmax(dim=1).tolist() == [0, 1, 2, 3]
