@@ -96,6 +96,20 @@ def test_severity_and_location_words_of_a_mention(extractor):
                      "Cardiomegaly": (("mildly",), ())}
 
 
+def test_rules_name_the_vocabulary_and_drop_only_existing_medspacy_cues():
+    from medspacy.context import ConTextRule
+
+    from CXRWeakLocLib.text.extraction import build_pipeline
+    from CXRWeakLocLib.text.rules import DROPPED_DEFAULT_CUES, QUALIFIED, TARGETS
+
+    names = {f.name for f in CHESTXRAY14}
+    assert set(TARGETS) == set(PHRASES) == names
+    assert {finding for finding, _ in QUALIFIED.values()} <= names
+    context = build_pipeline().get_pipe("medspacy_context")
+    defaults = {r.literal for r in ConTextRule.from_json(context.DEFAULT_RULES_FILEPATH)}
+    assert not DROPPED_DEFAULT_CUES - defaults
+
+
 def test_hand_labelled_sentences_stay_within_the_negation_target(extractor):
     check = validate.check_sentences(extractor)
     assert check.sentences == 100 and check.labelled >= 60

@@ -124,6 +124,8 @@ def build_pipeline():
         if rule.category in _NEGATING and rule.allowed_types is None:
             rule.excluded_types = {"HEART"}
     context.add(defaults + ours)
+    logger.debug("report pipeline: %d target rules, %d ConText rules (%d of medspaCy's)",
+                 len(targets), len(defaults) + len(ours), len(defaults))
     return nlp
 
 
