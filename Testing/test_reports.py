@@ -13,13 +13,11 @@ import pytest
 from conftest import REPO, shared_path
 
 from CXRWeakLocLib.cli import main
-from CXRWeakLocLib.findings import CHESTXRAY14
+from CXRWeakLocLib.core.findings import CHESTXRAY14
 from CXRWeakLocLib.text.extraction import FindingExtractor
 from CXRWeakLocLib.text.reports import ReadFailure, Report, read_reports, split_sections
 from CXRWeakLocLib.text.strategies import PHRASES, STRATEGIES, report_text
-
-sys.path.insert(0, str(REPO / "training" / "reports"))
-import validate  # noqa: E402  (training/reports/validate.py)
+from training.reports import validate
 
 IU_XML = """<?xml version="1.0" encoding="utf-8"?>
 <eCitation><MedlineCitation><Article><Abstract>
@@ -343,7 +341,7 @@ def test_tokenizer_trained_on_iu_reports_round_trips(tmp_path):
 
 
 def test_a_bad_tokenizer_file_is_a_one_line_error(tmp_path):
-    from CXRWeakLocLib.errors import CheckpointError
+    from CXRWeakLocLib.core.errors import CheckpointError
     from CXRWeakLocLib.text.tokenizer import load_tokenizer
 
     (tmp_path / "tokenizer.json").write_text("{not json")

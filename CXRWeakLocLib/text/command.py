@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CXRWeakLocError
-from ..files import atomic_write_text, ensure_folder
+from ..core.errors import CXRWeakLocError
+from ..core.files import atomic_write_text, ensure_folder
 from .extraction import FindingExtractor
 from .reports import ReadFailure, Report, find_report_files, read_reports
 from .strategies import STRATEGIES, report_text

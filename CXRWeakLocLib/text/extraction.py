@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from ..errors import CXRWeakLocError
-from ..findings import CHESTXRAY14
+from ..core.errors import CXRWeakLocError
+from ..core.findings import CHESTXRAY14
 from .reports import Report, split_sections
 from .rules import (
     CONTEXT_RULES,

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..errors import CXRWeakLocError
+from ..core.errors import CXRWeakLocError
 
 __all__ = [
     "FINDING_SECTIONS",

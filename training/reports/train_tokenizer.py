@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python training/reports/train_tokenizer.py [--out runs/text/iu-wordpiece.json]
+    python -m training.reports.train_tokenizer [--out runs/text/iu-wordpiece.json]
 
 The vocabulary comes from the IU collection (CC BY-NC-ND 4.0), so it is written under
 ``runs/`` (not committed); a model trained with it carries its copy in its folder.
@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from validate import REPO, load_collection
-
 from CXRWeakLocLib.text.tokenizer import save_tokenizer, train_tokenizer
+from training.reports.validate import REPO, load_collection
 
 
 def main() -> None:
