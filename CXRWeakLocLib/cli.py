@@ -1,4 +1,4 @@
-"""``cxrweakloc``: localize | evaluate | train | models.
+"""``cxrweakloc``: localize | evaluate | compare | train | models | reports | sample | synthetic.
 
 User mistakes end with one line on stderr and a non-zero exit code; a traceback
 means a bug.
@@ -85,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list shipped models and their metrics")
     models.add_argument("--json", action="store_true")
+
+    rep = commands.add_parser(
+        "reports", help="findings of free-text reports: positive, negative or uncertain",
+        description="One row per report and finding mentioned (report_id,finding,status). "
+                    "Inputs: .txt (id: file stem), .csv (a text column), Indiana University "
+                    "(Open-i) .xml (id: file stem) and their .tgz collection, or folders.")
+    rep.add_argument("inputs", nargs="+", type=Path, help="report files or folders")
+    rep.add_argument("--out", required=True, type=Path, help="the table (CSV, or JSON)")
+    rep.add_argument("--json", action="store_true", help="write the same rows as JSON")
+    rep.add_argument("--strategy", nargs="+", default=[], metavar="NAME",
+                     help="also write each report's text under these TB-SMGAN strategies to "
+                          "<out stem>.texts<suffix>: rule-based+/-, rule-based-v2+/-, "
+                          "impression+/-, randomized+/-, inverted")
+    rep.add_argument("--text-column", default="text", help="CSV column of the report text")
+    rep.add_argument("--id-column", help="CSV column of the report id (default: row number)")
+    rep.add_argument("--seed", type=int, default=0, help="seed of the randomized strategy")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sample = commands.add_parser(
         "sample", help="write one SYNTHETIC chest radiograph PNG (generated, not a patient)")
@@ -227,6 +244,20 @@ def _metric_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def _reports(args: argparse.Namespace) -> int:
+    from .text.command import run_reports
+
+    run = run_reports(args.inputs, args.out, as_json=args.json, strategies=args.strategy,
+                      text_column=args.text_column, id_column=args.id_column, seed=args.seed,
+                      progress=not args.quiet)
+    texts = f"; texts in {run.texts_out}" if run.texts_out else ""
+    print(f"{run.reports} report(s), {len(run.failures)} failed; {run.rows} finding row(s) "
+          f"in {run.out}{texts}")
+    for failure in run.failures:
+        print(f"error: {failure}", file=sys.stderr)
+    return EXIT_FAILED_INPUTS if run.failures else 0
+
+
 def _sample(args: argparse.Namespace) -> int:
     from .core.findings import finding_by_name
     from .data.synthetic import make_demo_radiograph
@@ -248,7 +279,7 @@ def _synthetic(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"localize": _localize, "evaluate": _evaluate, "compare": _compare, "train": _train,
-            "models": _models, "sample": _sample, "synthetic": _synthetic}
+            "models": _models, "reports": _reports, "sample": _sample, "synthetic": _synthetic}
 
 
 def main(argv: list[str] | None = None) -> int:
