@@ -11,7 +11,8 @@ Usage (repository root, after ``cxrweakloc train --config training/configs/cam_n
 Steps, all through the engine:
 
 1. the trained folder -> ``Resources/Models/<name>`` (with ``--as-gradcam`` the same
-   weights are wrapped as a Grad-CAM model on ``backbone.layer4``);
+   weights are wrapped as a Grad-CAM model on the backbone's last feature map,
+   ``backbone.layer4`` for a ResNet);
 2. ``evaluate_model(..., choose_rule=True)`` on nih-mini's ``dev_bbox_list.txt`` (514
    expert boxes) -> ``results/eval/<name>``: every rule of the sweep is scored in one
    pass and the best mean box-mode IoU-accuracy at T(IoU)=0.3 (the papers' protocol,
@@ -72,7 +73,8 @@ def install(source: Path, name: str, as_gradcam: bool) -> Path:
     loaded = load_model(source)
     card = replace(loaded.card, name=name, method="gradcam", metrics={},
                    architecture={**loaded.card.architecture,
-                                 "options": {"target_layer": "backbone.layer4"}},
+                                 "options": {"target_layer": "backbone."
+                                             + loaded.network.backbone.cam_layer}},
                    description="Grad-CAM (captum LayerGradCam, one backward pass per finding) "
                                "on the cam model's network and weights.")
     network = build_model({"method": "gradcam", **card.architecture}, len(card.findings))

@@ -34,8 +34,9 @@ def _gradcam(backbone: BackboneConfig, num_classes: int, options: dict) -> nn.Mo
     unknown = set(options) - {"target_layer"}
     if unknown:
         raise ValueError(f"gradcam options: unknown {', '.join(sorted(unknown))}")
-    return GradCAMNet(CAMClassifier(backbone, num_classes),
-                      options.get("target_layer", "backbone.layer4"))
+    classifier = CAMClassifier(backbone, num_classes)
+    return GradCAMNet(classifier, options.get("target_layer",
+                                              f"backbone.{classifier.backbone.cam_layer}"))
 
 
 #: method name -> builder(backbone config, number of findings, options) -> network

@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import BackboneConfig, ResNetFeatures
+from .backbone import BackboneConfig, build_backbone
 
 __all__ = ["CAMClassifier"]
 
 
 class CAMClassifier(nn.Module):
-    """ResNet features, a 1x1 convolutional classifier, and global average pooling.
+    """Backbone features, a 1x1 convolutional classifier, and global average pooling.
 
     Args:
         backbone: feature extractor configuration.
@@ -29,7 +29,7 @@ class CAMClassifier(nn.Module):
 
     def __init__(self, backbone: BackboneConfig, num_classes: int) -> None:
         super().__init__()
-        self.backbone = ResNetFeatures(backbone)
+        self.backbone = build_backbone(backbone)
         self.classifier = nn.Conv2d(self.backbone.out_channels, num_classes, kernel_size=1)
         self.num_classes = num_classes
 

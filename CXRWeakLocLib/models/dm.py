@@ -54,7 +54,6 @@ __all__ = [
     "affine_matrix",
     "invert_affine",
     "warp",
-    "stage_features",
     "MAX_SCALE_CHANGE",
     "MAX_SHIFT",
     "MAX_ROTATION",
@@ -104,16 +103,6 @@ def warp(
                                   align_corners=False)
     return functional.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode,
                                   align_corners=False)
-
-
-def stage_features(backbone: ResNetFeatures, x: torch.Tensor) -> list[torch.Tensor]:
-    """The outputs of the four stages (conv2_x..conv5_x), as the perceptual loss uses."""
-    features = []
-    x = backbone.stem(x)
-    for stage in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4):
-        x = stage(x)
-        features.append(x)
-    return features
 
 
 class AlignmentNet(nn.Module):

@@ -27,7 +27,7 @@ class GradCAMNet(nn.Module):
     #: Grad-CAM backpropagates at inference: the Localizer must not disable autograd.
     needs_gradients = True
 
-    def __init__(self, classifier: nn.Module, target_layer: str = "backbone.layer4") -> None:
+    def __init__(self, classifier: nn.Module, target_layer: str) -> None:
         super().__init__()
         self.classifier = classifier
         self.target_layer = target_layer

@@ -27,7 +27,7 @@ from torch.nn import functional
 from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import ConfigError, refuse_unknown
-from ..models.dm import DiseaseMaskCAM, stage_features, warp
+from ..models.dm import DiseaseMaskCAM, warp
 
 __all__ = ["AlignmentObjective", "dm_objective", "smooth"]
 
@@ -76,10 +76,10 @@ class AlignmentObjective:
         anchor = anchor.expand_as(aligned)
         euclidean = (aligned - anchor).abs().mean()
         with torch.no_grad():
-            targets = stage_features(model.backbone, anchor[:1])
+            targets = model.backbone.stage_outputs(anchor[:1])
         perceptual = sum(
             functional.mse_loss(feature, target.expand_as(feature))
-            for feature, target in zip(stage_features(model.backbone, aligned), targets,
+            for feature, target in zip(model.backbone.stage_outputs(aligned), targets,
                                        strict=True)
         )
         loss = self.euclidean_weight * euclidean + self.perceptual_weight * perceptual

@@ -13,12 +13,16 @@ from CXRWeakLocLib.checkpoint import load_model, save_model
 from CXRWeakLocLib.models import build_model
 
 
+def _target(network) -> str:
+    return f"backbone.{network.backbone.cam_layer}"
+
+
 def main(source: Path, target: Path) -> None:
-    """Load ``source`` (cam), save it as ``target`` (gradcam on ``backbone.layer4``)."""
+    """Load ``source`` (cam), save it as ``target`` (gradcam on the backbone's last map)."""
     loaded = load_model(source)
     card = replace(loaded.card, method="gradcam", name=f"{loaded.card.name}-gradcam",
                    architecture={**loaded.card.architecture,
-                                 "options": {"target_layer": "backbone.layer4"}})
+                                 "options": {"target_layer": _target(loaded.network)}})
     network = build_model({"method": "gradcam", **card.architecture}, len(card.findings))
     network.classifier.load_state_dict(loaded.network.state_dict())
     print(save_model(target, card, network, overwrite=True))
