@@ -1,6 +1,8 @@
 """One trainer for every method: config in, validated model folder out.
 
-Features: weighted BCE (through the method object), bf16 autocast on CUDA,
+Features: weighted BCE (through the method object), bf16 autocast on CUDA (and on
+CPU with ``[optim] cpu_amp``), an ImageNet start for backbones that have one
+(``backbone.pretrained``), a lower backbone learning rate (``backbone_lr_factor``),
 resumable checkpoints after every epoch (safetensors + JSON), TensorBoard and CSV
 logs, a progress bar with loss and ETA, seeds fixed per epoch (so a resumed run
 equals an uninterrupted one), and DistributedDataParallel under ``torchrun``
@@ -41,6 +43,7 @@ from ..errors import ConfigError
 from ..findings import CHESTXRAY14
 from ..metrics import ClassificationReport
 from ..models import build_model
+from ..networks.efficientnet import IMAGENET_NORMALIZATION, imagenet_record
 from .config import TrainConfig
 from .objectives import objective_for
 from .state import load_training_state, save_training_state
@@ -100,8 +103,24 @@ def split_by_patient(
     return train, val
 
 
+def _lineage(config: TrainConfig) -> list[dict]:
+    """The stages a run starts from: ImageNet (unless an earlier stage records it), then
+    what ``init_from`` was trained on."""
+    model = config.model
+    lineage = training_lineage(config.path(model.init_from)) if model.init_from else []
+    if (model.backbone.get("pretrained") == "imagenet"
+            and not any(stage.get("name") == "imagenet" for stage in lineage)):
+        lineage = [imagenet_record(), *lineage]
+    return lineage
+
+
 def _card(config: TrainConfig, findings: list[str], n_train: int) -> ModelCard:
     model = config.model
+    lineage = _lineage(config)
+    if (model.backbone.get("pretrained") == "imagenet"
+            and model.normalization != IMAGENET_NORMALIZATION):
+        logger.warning("ImageNet weights expect normalization %s, the run uses %s",
+                       IMAGENET_NORMALIZATION, model.normalization)
     card = ModelCard(
         name=config.run.name,
         method=model.method,
@@ -118,8 +137,7 @@ def _card(config: TrainConfig, findings: list[str], n_train: int) -> ModelCard:
             "train_images": n_train,
             "labels": "image-level only",
             "seed": config.run.seed,
-            **({"pretraining": training_lineage(config.path(model.init_from))}
-               if model.init_from else {}),
+            **({"pretraining": lineage} if lineage else {}),
             "config": config.to_dict(),
         },
     )
@@ -158,12 +176,36 @@ def _init_from(network: torch.nn.Module, path: Path) -> None:
     logger.info("initialised %d of %d tensors from %s", len(matching), len(own), weights)
 
 
-def _predict(network, loader, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _load_imagenet(network: torch.nn.Module) -> None:
+    """Give every backbone configured ``pretrained = "imagenet"`` its ImageNet weights."""
+    for module in network.modules():
+        if getattr(getattr(module, "config", None), "pretrained", "") == "imagenet":
+            module.load_imagenet()
+
+
+def _param_groups(network: torch.nn.Module, lr: float, backbone_factor: float) -> list[dict]:
+    """Trainable parameters: the rest at ``lr``, backbones at ``lr * backbone_factor``."""
+    head, backbone = [], []
+    for name, parameter in network.named_parameters():
+        if parameter.requires_grad:
+            in_backbone = backbone_factor != 1.0 and ".backbone." in f".{name}"
+            (backbone if in_backbone else head).append(parameter)
+    groups = [{"params": head, "lr": lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": lr * backbone_factor})
+    return groups
+
+
+def _predict(network, loader, device,
+             channels_last: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     network.eval()
     probs, labels, known = [], [], []
     with torch.inference_mode():
         for batch in loader:
-            logits, _ = network(batch["image"].to(device))
+            image = batch["image"].to(device)
+            if channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            logits, _ = network(image)
             probs.append(torch.sigmoid(logits).float().cpu().numpy())
             labels.append(batch["label"].numpy())
             known.append(batch["known"].numpy())
@@ -235,9 +277,13 @@ def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
     run_dir, findings, card = setup.run_dir, setup.findings, setup.card
     train_records, val_records = setup.train_records, setup.val_records
     network = build_model({"method": card.method, **card.architecture}, len(findings))
+    _load_imagenet(network)
     if config.model.init_from:
         _init_from(network, config.path(config.model.init_from))
     network.to(env.device)
+    channels_last = config.optim.channels_last
+    if channels_last:
+        network.to(memory_format=torch.channels_last)
     model = DistributedDataParallel(network) if env.world > 1 else network
 
     if env.main:
@@ -249,13 +295,14 @@ def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
                                   seed=config.run.seed) if env.world > 1 else None)
     per_rank_batch = max(1, config.optim.batch_size // env.world)
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (per_rank_batch * env.world)))
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.optim.lr,
-                                  weight_decay=config.optim.weight_decay)
+    optimizer = torch.optim.AdamW(
+        _param_groups(network, config.optim.lr, config.optim.backbone_lr_factor),
+        lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(config.optim.epochs, config.optim.warmup_epochs, steps_per_epoch)
     )
     objective = objective_for(card.method, config.loss)
-    use_amp = config.optim.amp and env.device.type == "cuda"
+    use_amp = config.optim.amp and (env.device.type == "cuda" or config.optim.cpu_amp)
 
     start_epoch = 0
     state_dir = run_dir / "last"
@@ -292,6 +339,8 @@ def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
         for batch in bar:
             batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()
                      if isinstance(v, torch.Tensor)}
+            if channels_last:
+                batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
             with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, parts = objective(model, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -307,7 +356,7 @@ def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
                "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - started, 1)}
         if env.main:
             if val_loader is not None:
-                probs, labels, known = _predict(network, val_loader, env.device)
+                probs, labels, known = _predict(network, val_loader, env.device, channels_last)
                 validation = _classification(probs, labels, known, findings)
                 row["val_mean_auc"] = validation["mean_roc_auc"]
             logs.write(row)
@@ -326,7 +375,7 @@ def _train(config: TrainConfig, env: _Dist, resume: bool) -> TrainResult | None:
         return None
     logs.close()
     if val_loader is not None:
-        probs, labels, known = _predict(network, val_loader, env.device)
+        probs, labels, known = _predict(network, val_loader, env.device, channels_last)
         validation = _classification(probs, labels, known, findings)
         card.operating_thresholds = operating_thresholds(probs, labels, known, findings)
         card.metrics["validation"] = {"images": len(val_records), **validation}
