@@ -14,14 +14,14 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from ..losses import WeightedBCELoss
-from ..networks.backbone import BackboneConfig, ResNetFeatures
+from ..networks.backbone import BackboneConfig, build_backbone
 from .base import Method
 
 __all__ = ["CAM", "CAMClassifier", "ClassificationObjective"]
 
 
 class CAMClassifier(nn.Module):
-    """ResNet features, a 1x1 convolutional classifier, and global average pooling.
+    """Backbone features, a 1x1 convolutional classifier, and global average pooling.
 
     Args:
         backbone: feature extractor configuration.
@@ -33,7 +33,7 @@ class CAMClassifier(nn.Module):
 
     def __init__(self, backbone: BackboneConfig, num_classes: int) -> None:
         super().__init__()
-        self.backbone = ResNetFeatures(backbone)
+        self.backbone = build_backbone(backbone)
         self.classifier = nn.Conv2d(self.backbone.out_channels, num_classes, kernel_size=1)
         self.num_classes = num_classes
 

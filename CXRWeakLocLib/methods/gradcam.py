@@ -56,8 +56,8 @@ class GradCAMNet(nn.Module):
 
 
 def default_target_layer(classifier: CAMClassifier) -> str:
-    """The layer Grad-CAM attributes by default: the backbone's last stage."""
-    return f"backbone.{classifier.backbone.last_stage_name}"
+    """The layer Grad-CAM attributes by default: the backbone's last feature map."""
+    return f"backbone.{classifier.backbone.cam_layer}"
 
 
 def _build(backbone: BackboneConfig, num_classes: int, options: dict) -> GradCAMNet:

@@ -8,6 +8,12 @@ stages also dilate their 3x3 convolutions by the stride they lost (DeepLab's rul
 torchvision's ``replace_stride_with_dilation``: at output stride 8, dilation 2 in the
 third stage and 4 in the fourth; a stage's first convolution keeps the previous
 stage's dilation), so their receptive fields match the strided network's.
+
+``name = "efficientnet-lite0"`` builds :class:`~CXRWeakLocLib.networks.EfficientNetFeatures`
+instead (:func:`build_backbone`); ``pretrained = "imagenet"`` says a training run starts
+from its ImageNet weights. Both extractors share ``forward``, ``out_channels``,
+``stage_outputs`` (per-stage features), ``cam_layer`` (what Grad-CAM targets) and
+``freeze`` (the stem and the first k stages kept fixed).
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ from monai.networks.nets import ResNet
 from monai.networks.nets.resnet import get_inplanes
 from torch import nn
 
-__all__ = ["BackboneConfig", "ResNetFeatures"]
+from .efficientnet import EfficientNetFeatures
+from .frozen import LeadingFreeze
+
+__all__ = ["BackboneConfig", "ResNetFeatures", "build_backbone"]
 
 _LAYERS = {
     "resnet10": ("basic", [1, 1, 1, 1]),
@@ -27,6 +36,8 @@ _LAYERS = {
     "resnet34": ("basic", [3, 4, 6, 3]),
     "resnet50": ("bottleneck", [3, 4, 6, 3]),
 }
+_EFFICIENTNETS = ("efficientnet-lite0",)
+_PRETRAINED = {"": (*_LAYERS, *_EFFICIENTNETS), "imagenet": _EFFICIENTNETS}
 
 
 @dataclass(frozen=True)
@@ -39,10 +50,18 @@ class BackboneConfig:
     in_channels: int = 1
     #: dilate the stages kept at full resolution (off: they run undilated)
     dilated: bool = False
+    #: weights a training run starts from: "" (random) or "imagenet" (efficientnet-lite0)
+    pretrained: str = ""
+    #: the stem and the first ``freeze`` stages are kept fixed in training (0: none)
+    freeze: int = 0
 
     def __post_init__(self) -> None:
-        if self.name not in _LAYERS:
-            raise ValueError(f"unknown backbone {self.name!r} (known: {', '.join(_LAYERS)})")
+        known = (*_LAYERS, *_EFFICIENTNETS)
+        if self.name not in known:
+            raise ValueError(f"unknown backbone {self.name!r} (known: {', '.join(known)})")
+        if self.name not in _PRETRAINED.get(self.pretrained, ()):
+            raise ValueError(f"pretrained {self.pretrained!r} is not available for {self.name} "
+                             "(imagenet: efficientnet-lite0 only)")
         if self.output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {self.output_stride}")
 
@@ -50,12 +69,22 @@ class BackboneConfig:
         return asdict(self)
 
 
-class ResNetFeatures(nn.Module):
+def build_backbone(config: BackboneConfig) -> nn.Module:
+    """The feature extractor a config names (random weights; see ``load_imagenet``)."""
+    if config.name in _EFFICIENTNETS:
+        return EfficientNetFeatures(config)
+    return ResNetFeatures(config)
+
+
+class ResNetFeatures(LeadingFreeze):
     """ResNet stem and four stages; ``forward`` returns the last feature map.
 
     Args:
-        config: depth, width multiplier, output stride and input channels.
+        config: depth, width multiplier, output stride, input channels, frozen stages.
     """
+
+    #: the layer Grad-CAM attributes (the last feature map)
+    cam_layer = "layer4"
 
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
@@ -85,22 +114,23 @@ class ResNetFeatures(nn.Module):
             self.layer4[-1].conv3.out_channels
         )
         self.config = config
+        self.freeze_leading(config.freeze)
 
-    #: the attribute holding the last stage (Grad-CAM's default target layer)
-    last_stage_name = "layer4"
+    def parts(self) -> list[nn.Module]:
+        return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The outputs of the four stages (conv2_x..conv5_x), as a perceptual loss uses."""
+        outputs = []
+        x = self.stem(x)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+            outputs.append(x)
+        return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The outputs of the four stages (conv2_x..conv5_x), e.g. for a perceptual loss."""
-        features = []
-        x = self.stem(x)
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = stage(x)
-            features.append(x)
-        return features
 
 
 def _dilate(stage: nn.Sequential, first: int, rest: int) -> None:

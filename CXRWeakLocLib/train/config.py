@@ -90,6 +90,12 @@ class OptimConfig:
     weight_decay: float = 1e-4
     warmup_epochs: int = 1
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    #: bf16 autocast on CPU too (about 2x faster on CPUs with AVX-512 BF16)
+    cpu_amp: bool = False
+    #: channels-last memory format for the network and its inputs
+    channels_last: bool = False
+    #: the backbone's learning rate is lr x this (1: one rate for every parameter)
+    backbone_lr_factor: float = 1.0
     checkpoint_every: int = 1  # epochs between resumable checkpoints
 
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 from monai.utils import set_determinism
 from tqdm import tqdm
@@ -27,7 +28,7 @@ from ..distributed import Shard
 from ..methods import build_network, method_named
 from .config import TrainConfig
 from .logs import RunLogs
-from .run import init_from, prepare_run
+from .run import init_from, load_imagenet, prepare_run
 from .state import load_training_state, save_training_state
 from .step import TrainingContext, TrainingStep
 from .supervised import SupervisedStep
@@ -60,9 +61,12 @@ def train(config: TrainConfig, device: str = "auto", resume: bool = True) -> Tra
         setup = prepare_run(config)
         network = build_network(setup.card.method, setup.card.architecture,
                                 len(setup.findings))
+        load_imagenet(network)
         if config.model.init_from:
             init_from(network, config.path(config.model.init_from))
         network.to(placed)
+        if config.optim.channels_last:
+            network.to(memory_format=torch.channels_last)
         dataset = records_dataset(setup.train_records, setup.card,
                                   augmentation=config.data.augmentation,
                                   num_workers=config.data.num_workers)

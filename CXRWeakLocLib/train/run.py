@@ -21,10 +21,12 @@ from ..core.errors import ConfigError
 from ..core.findings import CHESTXRAY14
 from ..data.records import ImageRecord, patient_key
 from ..data.sources import read_dataset
+from ..networks.efficientnet import IMAGENET_NORMALIZATION, EfficientNetFeatures, imagenet_record
 from .config import TrainConfig
 from .lineage import stages_trained_on_validation, training_lineage
 
-__all__ = ["RunSetup", "init_from", "prepare_run", "split_by_patient", "training_records"]
+__all__ = ["RunSetup", "init_from", "load_imagenet", "prepare_run", "split_by_patient",
+           "training_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +78,24 @@ def split_by_patient(
     return train, val
 
 
+def _lineage(config: TrainConfig) -> list[dict]:
+    """The stages a run starts from: ImageNet (unless an earlier stage records it), then
+    what ``init_from`` was trained on."""
+    model = config.model
+    lineage = training_lineage(config.path(model.init_from)) if model.init_from else []
+    if (model.backbone.get("pretrained") == "imagenet"
+            and not any(stage.get("name") == "imagenet" for stage in lineage)):
+        lineage = [imagenet_record(), *lineage]
+    return lineage
+
+
 def _card(config: TrainConfig, findings: list[str], n_train: int) -> ModelCard:
     model = config.model
+    lineage = _lineage(config)
+    if (model.backbone.get("pretrained") == "imagenet"
+            and model.normalization != IMAGENET_NORMALIZATION):
+        logger.warning("ImageNet weights expect normalization %s, the run uses %s",
+                       IMAGENET_NORMALIZATION, model.normalization)
     card = ModelCard(
         name=config.run.name,
         method=model.method,
@@ -94,8 +112,7 @@ def _card(config: TrainConfig, findings: list[str], n_train: int) -> ModelCard:
             "train_images": n_train,
             "labels": "image-level only",
             "seed": config.run.seed,
-            **({"pretraining": training_lineage(config.path(model.init_from))}
-               if model.init_from else {}),
+            **({"pretraining": lineage} if lineage else {}),
             "config": config.to_dict(),
         },
     )
@@ -118,6 +135,13 @@ def prepare_run(config: TrainConfig) -> RunSetup:
     set_determinism(config.run.seed)
     return RunSetup(config.path(config.run.output), findings, train_records, val_records,
                     _card(config, findings, len(train_records)))
+
+
+def load_imagenet(network: nn.Module) -> None:
+    """Give every backbone configured ``pretrained = "imagenet"`` its ImageNet weights."""
+    for module in network.modules():
+        if isinstance(module, EfficientNetFeatures) and module.config.pretrained == "imagenet":
+            module.load_imagenet()
 
 
 def init_from(network: nn.Module, path: Path) -> None:

@@ -13,7 +13,7 @@ from ..methods.base import Objective
 from .step import TrainingContext
 from .validation import classification_figures, operating_thresholds, predict
 
-__all__ = ["SupervisedStep", "warmup_cosine"]
+__all__ = ["SupervisedStep", "parameter_groups", "warmup_cosine"]
 
 
 def warmup_cosine(epochs: int, warmup: int, steps_per_epoch: int):
@@ -27,6 +27,19 @@ def warmup_cosine(epochs: int, warmup: int, steps_per_epoch: int):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def parameter_groups(network: torch.nn.Module, lr: float, backbone_factor: float) -> list[dict]:
+    """Trainable parameters: the rest at ``lr``, backbones at ``lr * backbone_factor``."""
+    head, backbone = [], []
+    for name, parameter in network.named_parameters():
+        if parameter.requires_grad:
+            in_backbone = backbone_factor != 1.0 and ".backbone." in f".{name}"
+            (backbone if in_backbone else head).append(parameter)
+    groups = [{"params": head, "lr": lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": lr * backbone_factor})
+    return groups
 
 
 class SupervisedStep:
@@ -53,12 +66,15 @@ class SupervisedStep:
         self.batch_size = max(1, config.optim.batch_size // shard.world)
         steps_per_epoch = max(1, math.ceil(len(context.dataset)
                                            / (self.batch_size * shard.world)))
-        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=config.optim.lr,
-                                           weight_decay=config.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.network, config.optim.lr, config.optim.backbone_lr_factor),
+            lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             warmup_cosine(config.optim.epochs, config.optim.warmup_epochs, steps_per_epoch))
-        self.use_amp = config.optim.amp and context.device.type == "cuda"
+        self.use_amp = config.optim.amp and (context.device.type == "cuda"
+                                             or config.optim.cpu_amp)
+        self.channels_last = config.optim.channels_last
         val_records = context.setup.val_records
         self.val_loader = (DataLoader(records_dataset(val_records, context.setup.card),
                                       batch_size=self.batch_size)
@@ -90,6 +106,8 @@ class SupervisedStep:
         device = self.context.device
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()
                  if isinstance(v, torch.Tensor)}
+        if self.channels_last:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             loss, parts = self.objective(self.model, batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -106,7 +124,8 @@ class SupervisedStep:
         return row
 
     def _validate(self) -> tuple[dict, tuple]:
-        outputs = predict(self.network, self.val_loader, self.context.device)
+        outputs = predict(self.network, self.val_loader, self.context.device,
+                          self.channels_last)
         return classification_figures(*outputs, self.context.setup.findings), outputs
 
     def finish(self) -> dict:

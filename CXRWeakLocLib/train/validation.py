@@ -10,13 +10,17 @@ from ..metrics import ClassificationReport
 __all__ = ["classification_figures", "operating_thresholds", "predict"]
 
 
-def predict(network, loader, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict(network, loader, device,
+            channels_last: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(probabilities, labels, known)`` ``(N, C)`` of every batch of ``loader``."""
     network.eval()
     probs, labels, known = [], [], []
     with torch.inference_mode():
         for batch in loader:
-            logits, _ = network(batch["image"].to(device))
+            image = batch["image"].to(device)
+            if channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            logits, _ = network(image)
             probs.append(torch.sigmoid(logits).float().cpu().numpy())
             labels.append(batch["label"].numpy())
             known.append(batch["known"].numpy())

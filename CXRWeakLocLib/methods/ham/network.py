@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ...core.errors import refuse_unknown
-from ...networks.backbone import BackboneConfig, ResNetFeatures
+from ...networks.backbone import BackboneConfig, build_backbone
 
 __all__ = ["HAMOptions", "HAMOutput", "HAMNet", "FABlock", "FAModule", "build_ham",
            "HEATMAPS", "lse_pool", "minmax_cams", "refine_cams"]
@@ -177,7 +177,7 @@ class HAMNet(nn.Module):
                  options: HAMOptions | None = None) -> None:
         super().__init__()
         self.options = options or HAMOptions()
-        self.backbone = ResNetFeatures(backbone)
+        self.backbone = build_backbone(backbone)
         features = self.backbone.out_channels
         inner = max(1, features // 4)
         head = self.options.head_channels or features
