@@ -650,6 +650,20 @@ def test_dependencies_before_5_12_pip_install_and_ask_for_a_restart(tmp_path, mo
         Dependencies(_requirements(tmp_path, "pytest>=999")).ensure(lambda q: False)
 
 
+def test_slicer_with_python_older_than_3_10_is_told_plainly(tmp_path, monkeypatch, installs):
+    """Slicer 5.8 has Python 3.9: the engine's packages (pydicom 3, ...) cannot install."""
+    from CXRWeakLocModuleLib import dependencies
+
+    monkeypatch.setattr(dependencies, "PYTHON_VERSION", (3, 9, 10))
+    checked = dependencies.Dependencies(_requirements(tmp_path, "cxrweakloc-absent"))
+    assert checked.pythonProblem() == (
+        "CXRWeakLoc needs Slicer 5.10 or later: its engine needs Python 3.10+, this Slicer "
+        "has Python 3.9.10.")
+    with pytest.raises(RuntimeError, match="Slicer 5.10 or later"):
+        checked.ensure(lambda question: True)
+    assert installs == []
+
+
 def test_panel_never_imports_torch(finished, engine_dir, radiograph_path, tmp_path):
     """Bug 3: the panel loaded torch (devices, the exporters' package), freezing Slicer for
     seconds. The real widget starts, imports a run's results, re-thresholds and exports

@@ -6,6 +6,9 @@ by a constraints file so pip never replaces them. Slicer 5.12 and later install
 through ``slicer.packaging.pip_ensure`` (progress dialog, restart prompt); earlier
 versions through ``slicer.util.pip_install``, after which the panel asks for a
 restart itself when a package already in memory was replaced.
+
+The engine needs Python 3.10 or later (pydicom 3, highdicom): Slicer 5.10 and later
+(Python 3.12). Slicer 5.8 has Python 3.9 and cannot install it; the panel says so.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ except ImportError:  # Slicer without a top-level packaging: pip's own copy
 
 from .i18n import tr as _
 
-__all__ = ["REQUIREMENTS_FILE", "PROTECTED", "PackageStatus", "Dependencies",
+__all__ = ["REQUIREMENTS_FILE", "PROTECTED", "MINIMUM_PYTHON", "PackageStatus", "Dependencies",
            "protectedConstraints"]
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 #: Packages Slicer ships and that must never be replaced.
 PROTECTED = ("numpy", "SimpleITK", "vtk")
+#: The engine's oldest Python (pyproject.toml's requires-python).
+MINIMUM_PYTHON = (3, 10)
+PYTHON_VERSION = tuple(sys.version_info[:3])
 
 
 @dataclass(frozen=True)
@@ -105,11 +111,23 @@ class Dependencies:
         """Each requirement with the version installed now."""
         return [PackageStatus(r, _installedVersion(r.name)) for r in self.requirements()]
 
+    @staticmethod
+    def pythonProblem() -> str:
+        """Why this Slicer's Python cannot run the engine ('' when it can)."""
+        if PYTHON_VERSION >= MINIMUM_PYTHON:
+            return ""
+        return _("CXRWeakLoc needs Slicer 5.10 or later: its engine needs Python {needed}, "
+                 "this Slicer has Python {version}.").format(
+                     needed=".".join(map(str, MINIMUM_PYTHON)) + "+",
+                     version=".".join(map(str, PYTHON_VERSION)))
+
     def ensure(self, confirm: Callable[[str], bool]) -> bool:
         """Install what is missing after ``confirm(question)`` says yes (RuntimeError if it
         says no); True when Slicer should restart (a replaced package was in memory)."""
         import slicer
 
+        if self.pythonProblem():
+            raise RuntimeError(self.pythonProblem())
         _installTorch(confirm)
         missing = [s for s in self.status() if not s.satisfied]
         if not missing:

@@ -184,7 +184,7 @@ class Panel(VTKObservationMixin):
                                            str(package.requirement.specifier), installed)):
                 table.setItem(row, column, qt.QTableWidgetItem(text))
         missing = [s.requirement.name for s in status if not s.satisfied]
-        self.ui.dependenciesNoteLabel.text = (
+        self.ui.dependenciesNoteLabel.text = self.dependencies.pythonProblem() or (
             _("Missing or too old: {names}. Install now, or on the first Apply.").format(
                 names=", ".join(missing)) if missing else _("Everything the engine needs is "
                                                            "installed."))
