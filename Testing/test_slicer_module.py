@@ -79,6 +79,25 @@ def test_extension_cmake_follows_the_template():
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in module
 
 
+def test_extensions_index_entry_matches_the_extension():
+    """ExtensionsIndex/CXRWeakLoc.json, ready for Slicer's ExtensionsIndex: the catalog
+    entry schema's keys (v1.0.1), and the extension's own category, dependencies, repository."""
+    import json
+
+    entry = json.loads((REPO / "ExtensionsIndex" / "CXRWeakLoc.json").read_text())
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type",
+               "build_dependencies", "build_subdirectory", "enabled", "tier"}
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    value = {key: re.search(rf'set\(EXTENSION_{key} "([^"]*)"\)', cmake).group(1)
+             for key in ("CATEGORY", "DEPENDS", "HOMEPAGE")}
+    assert entry["category"] == value["CATEGORY"]
+    assert entry["build_dependencies"] == value["DEPENDS"].split(";")
+    assert entry["scm_url"].removesuffix(".git") == value["HOMEPAGE"].split("#")[0]
+    assert 1 <= entry["tier"] <= 5
+
+
 def test_ui_has_every_widget_the_code_uses():
     ui = (MODULE_DIR / "Resources" / "UI" / "CXRWeakLoc.ui").read_text()
     defined = set(re.findall(r'<widget class="\w+" name="(\w+)"', ui))
