@@ -3,12 +3,15 @@
 Qt is PySide6 offscreen with the stand-ins of ``slicer_app.py`` for what only the Slicer
 application provides (CTK/qMRML widgets, PythonQt's ``qt``, ``slicer.app``, dialogs);
 the scene is slicer-core's and the engine runs in its own process, as in Slicer. The
-logic and the dependency installer are the module's own, given to the widget.
+logic and the dependency installer are the module's own, given to the widget. The
+radiographs are the module's synthetic sample, as PNG and as a DICOM file made here,
+so nothing is skipped without ../shared/data.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 import types
@@ -17,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slicer_app  # the stand-ins, before the module is imported
-from conftest import REPO, shared_path
+from conftest import REPO
 from slicer_scene import slicer_scene
+from test_radiograph import make_dicom
 from test_slicer_module import CAM, FINDINGS, MODULE_DIR, _save_scene, _shrinking_value
 
 from CXRWeakLocLib.core.masks import apply_mask_rule
@@ -42,6 +46,21 @@ def session(tmp_path_factory):
             yield scene, application, dialogs
         finally:
             slicer_app.stop_app()
+
+
+@pytest.fixture(scope="module")
+def sample_dicom(tmp_path_factory) -> Path:
+    """The synthetic sample as a DX DICOM file with a pixel spacing (for DICOM-SEG)."""
+    from CXRWeakLocModuleLib.logic import SAMPLE_FILE
+    from PIL import Image
+    from pydicom.uid import generate_uid
+
+    return make_dicom(
+        tmp_path_factory.mktemp("dicom") / "synthetic.dcm", np.asarray(Image.open(SAMPLE_FILE)),
+        SOPInstanceUID=generate_uid(), PixelSpacing=[0.6, 0.6], PatientOrientation=["L", "F"],
+        PatientBirthDate="", PatientSex="O", StudyDate="20260101", StudyTime="120000",
+        AccessionNumber="", ReferringPhysicianName="", StudyID="1", SeriesNumber=1,
+        InstanceNumber=1)
 
 
 @pytest.fixture
@@ -97,7 +116,7 @@ def test_widget_without_a_parent_builds_its_own(build):
     assert widget.panel.ui.applyButton.text == "Apply"
 
 
-def test_user_run_through(session, build, tmp_path):
+def test_user_run_through(session, build, sample_dicom, tmp_path):
     """Load -> Apply -> the timer sees the run through -> table -> slider -> Measured ->
     opacity -> both exports -> Cancel keeps the results -> batch with its guards -> scene
     close -> the saved scene loads back into the panel."""
@@ -118,7 +137,7 @@ def test_user_run_through(session, build, tmp_path):
     ui.loadSampleButton.click()
     assert ui.inputVolumeSelector.currentNode().GetAttribute("CXRWeakLoc.SourceFile") == str(
         SAMPLE_FILE)
-    volume = logic.loadRadiograph(shared_path("fixtures/dicom/siim_cxr.dcm"), "siim")
+    volume = logic.loadRadiograph(sample_dicom)
     ui.inputVolumeSelector.choose(volume)
     ui.modelComboBox.currentIndex = ui.modelComboBox.findText("cam")
     ui.findingsComboBox.setCurrentText(",".join(FINDINGS))
@@ -150,7 +169,7 @@ def test_user_run_through(session, build, tmp_path):
     layers = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
     assert layers.GetForegroundVolumeID() == logic.findings[0].heatmap.GetID()
     listed = [ui.inputVolumeSelector.itemText(i) for i in range(ui.inputVolumeSelector.count)]
-    assert listed == ["Synthetic chest (sample)", "siim"]
+    assert listed == ["Synthetic chest (sample)", "synthetic"]
 
     # the slider re-thresholds every finding; Measured puts the card's value back
     rule = logic.maskRule
@@ -208,7 +227,7 @@ def test_user_run_through(session, build, tmp_path):
     # batch: both folders chosen, output not inside input, the count confirmed
     inputs = tmp_path / "batch"
     inputs.mkdir()
-    for image in sorted(shared_path("nih-mini/images").glob("*.png"))[:2]:
+    for image in (SAMPLE_FILE, sample_dicom):
         (inputs / image.name).symlink_to(image)
     ui.batchInputDirectory.choose(inputs)
     assert not ui.batchRunButton.enabled  # no output folder chosen yet
@@ -237,7 +256,7 @@ def test_user_run_through(session, build, tmp_path):
     slicer.mrmlScene.SetURL(str(path))
     assert slicer.mrmlScene.Import()
     assert rows(ui.findingsTable) == table
-    assert ui.inputVolumeSelector.currentNode().GetName() == "siim"
+    assert ui.inputVolumeSelector.currentNode().GetName() == "synthetic"
     assert ui.modelComboBox.itemData(ui.modelComboBox.currentIndex) == str(CAM)
     assert ui.findingsComboBox.currentText == ",".join(FINDINGS)
     assert ui.exportDicomSegButton.enabled and ui.thresholdSlider.value == rule.value
@@ -245,6 +264,49 @@ def test_user_run_through(session, build, tmp_path):
             ] == listed
     assert not dialogs.answers and not dialogs.texts("yes/no")
     print(f"run-through: {time.monotonic() - started:.1f} s")
+
+
+def test_panel_never_imports_torch(tiny_model, sample_dicom, tmp_path):
+    """Bug 3: the panel loaded torch (devices, the exporters' package), freezing Slicer for
+    seconds. In a fresh Python the real widget starts, runs a model through its timer
+    (the engine in its own process), imports, re-thresholds and exports: no torch."""
+    script = tmp_path / "panel.py"
+    script.write_text(f"""
+import sys, time
+sys.path[:0] = [{str(REPO / "Testing")!r}, {str(MODULE_DIR)!r}]
+from pathlib import Path
+import slicer_app
+from slicer_scene import slicer_scene
+import slicer
+from qtpy.QtWidgets import QApplication
+
+slicer_app.application(Path({str(tmp_path)!r}))
+with slicer_scene():
+    slicer_app.start_app(slicer.vtkSlicerTerminologiesModuleLogic())
+    import CXRWeakLoc
+    widget = CXRWeakLoc.CXRWeakLocWidget(logic=CXRWeakLoc.CXRWeakLocLogic(python=sys.executable))
+    ui, logic = widget.panel.ui, widget.logic
+    ui.inputVolumeSelector.choose(logic.loadRadiograph(Path({str(sample_dicom)!r})))
+    slicer_app.FileDialog.answers = [{str(tiny_model)!r}]
+    ui.addModelButton.click()  # "Add model folder...": the tiny model, chosen
+    assert ui.modelComboBox.currentText == {tiny_model.name!r}
+    ui.findingsComboBox.setCurrentText("Effusion,Atelectasis")
+    ui.applyButton.click()
+    while logic.state.busy:
+        QApplication.processEvents()
+        time.sleep(0.05)
+    assert logic.state.value == "Finished", logic.error
+    ui.thresholdSlider.value = 0.5
+    logic.exportSegmentation(Path({str(tmp_path / "a.seg.nrrd")!r}))
+    logic.exportDicomSeg(Path({str(tmp_path / "a.SEG.dcm")!r}))
+    widget.cleanup()
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "monai", "captum")))
+""")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "a.seg.nrrd").is_file() and (tmp_path / "a.SEG.dcm").is_file()
 
 
 def _pixels(path: Path) -> list:
