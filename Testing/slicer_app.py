@@ -42,6 +42,8 @@ from qtpy.QtCore import Property, Signal  # noqa: E402
 __all__ = ["Dialogs", "FileDialog", "application", "start_app", "stop_app", "translator"]
 
 _MRML_EVENTS = ("NodeAddedEvent", "NodeRemovedEvent", "EndCloseEvent", "EndImportEvent")
+#: slicer.util's own dialog functions while the recording ones stand in.
+_SLICER_DIALOGS: dict[str, Callable] = {}
 
 
 def _pythonqt_properties() -> None:
@@ -335,13 +337,15 @@ class Dialogs:
         return [text for shown, text in self.shown if shown == kind]
 
     def install(self) -> None:
-        util = slicer.util
-        util.errorDisplay = self._message("error")
-        util.infoDisplay = self._message("info")
-        util.warningDisplay = self._message("warning")
-        util.delayDisplay = self._message("delay")
-        util.confirmOkCancelDisplay = self._question("confirm")
-        util.confirmYesNoDisplay = self._question("yes/no")
+        """Put these dialogs in ``slicer.util`` (:func:`stop_app` puts Slicer's back)."""
+        replacements = {
+            "errorDisplay": self._message("error"), "infoDisplay": self._message("info"),
+            "warningDisplay": self._message("warning"), "delayDisplay": self._message("delay"),
+            "confirmOkCancelDisplay": self._question("confirm"),
+            "confirmYesNoDisplay": self._question("yes/no")}
+        for name, dialog in replacements.items():
+            _SLICER_DIALOGS.setdefault(name, getattr(slicer.util, name))
+            setattr(slicer.util, name, dialog)
 
 
 class FileDialog(QtWidgets.QFileDialog):
@@ -520,7 +524,10 @@ def start_app(terminologies) -> tuple[Application, Dialogs]:
 
 
 def stop_app() -> None:
-    """Remove ``slicer.app`` and ``slicer.modules`` (logic tests run without them)."""
+    """Remove ``slicer.app`` and ``slicer.modules``, and put slicer.util's dialogs back
+    (logic tests run without them)."""
     for name in ("app", "modules"):
         if hasattr(slicer, name):
             delattr(slicer, name)
+    for name, dialog in _SLICER_DIALOGS.items():
+        setattr(slicer.util, name, dialog)

@@ -335,6 +335,23 @@ def test_exported_seg_nrrd_has_the_volume_geometry(finished, scene, tmp_path):
     assert labelmap.GetExtent() == volume.GetImageData().GetExtent()
 
 
+def test_export_names_segments_that_are_not_findings(finished, tmp_path):
+    """A segment the user added is not one of the model's findings: the export says so."""
+    import slicerio
+
+    logic, _ = finished
+    lines = []
+    logic.onLog = lines.append
+    content = logic.segmentation.GetSegmentation()
+    added = content.AddEmptySegment("", "my nodule")
+    try:
+        written = slicerio.read_segmentation(str(logic.exportSegmentation(tmp_path / "s.seg.nrrd")))
+    finally:
+        content.RemoveSegment(added)
+    assert sorted(s["name"] for s in written["segments"]) == sorted(FINDINGS)
+    assert lines == ["Not exported (not a finding of the model): my nodule"]
+
+
 def test_exported_seg_nrrd_reads_back_with_slicerio(finished, tmp_path):
     import slicerio
     from CXRWeakLocModuleLib import mrml

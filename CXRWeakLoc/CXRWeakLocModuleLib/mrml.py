@@ -99,9 +99,9 @@ def _readNode(path: Path, name: str, nodeClass: str, storage, what: str):
 
 def heatmapNodeIDs(scene) -> list[str]:
     """IDs of the heatmap volumes in ``scene`` (kept out of the Radiograph selector)."""
-    volumes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
-    ids = [volumes.GetItemAsObject(i) for i in range(volumes.GetNumberOfItems())]
-    return [node.GetID() for node in ids if node.GetAttribute(ROLE_ATTRIBUTE) == HEATMAP_ROLE]
+    found = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    volumes = [found.GetItemAsObject(i) for i in range(found.GetNumberOfItems())]
+    return [v.GetID() for v in volumes if v.GetAttribute(ROLE_ATTRIBUTE) == HEATMAP_ROLE]
 
 
 def loadHeatmap(path: Path, name: str, referenceVolume) -> slicer.vtkMRMLScalarVolumeNode:

@@ -167,10 +167,9 @@ class Panel(VTKObservationMixin):
         self.ui.deviceNoteLabel.text = note
 
     def engineArguments(self) -> tuple[str, str, str]:
-        """Model folder, findings and device as chosen (PythonQt's ``currentData``)."""
-        model, device = self.ui.modelComboBox, self.ui.deviceComboBox
-        return (model.itemData(model.currentIndex) or "", self.ui.findingsComboBox.currentText,
-                device.itemData(device.currentIndex) or "")
+        """Model folder, findings and device as chosen."""
+        return (self.ui.modelComboBox.currentData or "", self.ui.findingsComboBox.currentText,
+                self.ui.deviceComboBox.currentData or "")
 
     # --- dependencies -------------------------------------------------------------
 
@@ -250,7 +249,7 @@ class Panel(VTKObservationMixin):
                           State.FAILED: _("Failed")}.get(state, "")
         if state == State.FAILED:
             slicer.util.errorDisplay(_("CXRWeakLoc failed: {error}").format(error=self.logic.error))
-        if state == State.FINISHED and self.logic.findings:
+        if state == State.FINISHED:
             self.showResults()
         self.updateButtons()
 
@@ -297,10 +296,11 @@ class Panel(VTKObservationMixin):
         """Slider at the rule's range and current value, the table, the first finding."""
         rule, slider = self.logic.maskRule, self.ui.thresholdSlider
         threshold = self.logic.parameters.threshold
-        slider.blockSignals(True)
-        slider.minimum, slider.maximum = rule.kind.low, rule.kind.high
-        slider.value = rule.value if threshold is None else threshold
-        slider.blockSignals(False)
+        if rule is not None:
+            slider.blockSignals(True)
+            slider.minimum, slider.maximum = rule.kind.low, rule.kind.high
+            slider.value = rule.value if threshold is None else threshold
+            slider.blockSignals(False)
         self.fillTable()
         self.hideHeatmapsFromSelector()
         if self.logic.findings:
