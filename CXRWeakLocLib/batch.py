@@ -20,6 +20,9 @@ Archive scale:
   sorted input list (:class:`~CXRWeakLocLib.distributed.Shard`), writes its part of
   the summary, and rank 0 merges the parts into ``OUT/summary.csv`` after a barrier.
   A single process is simply rank 0 of 1 and walks the same path.
+
+The progress bar's description names the stage it is in (:data:`STAGES`: reading,
+localising, exporting); the Slicer module shows it as the run's stage.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import csv
 import glob
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -45,6 +48,7 @@ from .export import export_all, is_complete
 from .localize import Localizer
 
 __all__ = [
+    "STAGES",
     "SUMMARY_FIELDS",
     "SUMMARY_FILE",
     "InputOutcome",
@@ -58,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.csv"
 SUMMARY_FIELDS = ("input", "output", "status", "positive_findings", "error")
+#: The stages of a run, in order, as the progress bar's description names them.
+STAGES = ("reading", "localising", "exporting")
 
 
 @dataclass
@@ -210,10 +216,14 @@ def _localize_pending(
     findings: str | Sequence[str],
     batch_size: int,
     workers: int,
+    stage: Callable[[str], object],
 ) -> Iterator[InputOutcome]:
-    """Outcomes of reading, localising and exporting ``files``, in order."""
+    """Outcomes of reading, localising and exporting ``files``, in order; ``stage(name)``
+    is told each stage (:data:`STAGES`) as it starts."""
     loader = DataLoader(RadiographFiles(files), batch_size=batch_size, num_workers=workers,
                         collate_fn=_as_list, prefetch_factor=2 if workers else None)
+    reading, localising, exporting = STAGES
+    stage(reading)
     for chunk in loader:
         readable = []
         for item in chunk:
@@ -224,6 +234,7 @@ def _localize_pending(
                 readable.append(item)
         if not readable:
             continue
+        stage(localising)
         try:
             results = localizer.localize([item.radiograph for item in readable], findings)
         except Exception as error:  # a model failure fails this batch, not the run
@@ -231,9 +242,12 @@ def _localize_pending(
             for item in readable:
                 yield InputOutcome(files[item.position], layouts[item.position].folder,
                                    "failed", error=f"localisation failed ({_describe(error)})")
+            stage(reading)
             continue
+        stage(exporting)
         for item, result in zip(readable, results, strict=True):
             yield _export(result, item, files[item.position], layouts[item.position])
+        stage(reading)
 
 
 def _export(result, item: _Read, path: Path, layout: OutputLayout) -> InputOutcome:
@@ -298,11 +312,16 @@ def localize_files(
                 part.add(InputOutcome(files[index], layouts[index].folder, "skipped"))
             else:
                 pending.append(index)
-        with tqdm(total=len(mine), initial=len(mine) - len(pending), desc="localize",
+        with tqdm(total=len(mine), initial=len(mine) - len(pending), desc=STAGES[0],
                   unit="image", disable=not progress, dynamic_ncols=True) as bar:
+
+            def stage(name: str) -> None:
+                if bar.n < bar.total:  # after the last export there is nothing to read
+                    bar.set_description(name)
+
             for outcome in _localize_pending(
                 localizer, [files[i] for i in pending], [layouts[i] for i in pending],
-                findings, max(1, batch_size), max(0, workers),
+                findings, max(1, batch_size), max(0, workers), stage,
             ):
                 part.add(outcome)
                 bar.update(1)

@@ -184,3 +184,15 @@ def test_reader_dataset_returns_errors_as_items(tmp_path):
     item = RadiographFiles([tmp_path / "bad.png"])[0]
     assert item.radiograph is None
     assert item.error == f"{tmp_path / 'bad.png'}: empty file"
+
+
+def test_progress_bar_names_each_stage(tmp_path, pngs, tiny_model, capsys):
+    """The bar's description is the stage (the Slicer module shows it): reading,
+    localising, exporting for each batch, and never "reading" after the last one."""
+    localizer = Localizer.from_name(str(tiny_model), "cpu")
+    localize_files(localizer, sorted(pngs.iterdir())[:3], tmp_path / "out", "Effusion",
+                   batch_size=2)
+    bars = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    stages = [line.split(":")[0] for line in bars if "%|" in line]
+    changes = [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s]
+    assert changes == ["reading", "localising", "exporting"] * 2

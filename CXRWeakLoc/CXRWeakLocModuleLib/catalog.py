@@ -1,19 +1,27 @@
 """What the panel offers: model folders (with their cards' metrics) and compute devices.
 
-Model cards are read as plain JSON so the panel fills in before the engine's
-dependencies (torch) are installed; the engine validates the model when it runs.
+Cards are read with the engine's torch-free core (``CXRWeakLocLib.core.card``), where
+the command line finds models too; GPUs are listed by the NVIDIA driver's
+``nvidia-smi``, so the panel never loads torch (the engine runs in its own process).
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import shutil
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from CXRWeakLocLib.core.card import model_folders, model_search_path, read_card
+from CXRWeakLocLib.core.errors import CXRWeakLocError
+
+from .i18n import tr as _
+
 __all__ = ["ModelEntry", "Device", "findModels", "readModelEntry", "availableDevices"]
 
-CARD_FILE = "model.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,34 +51,24 @@ def _format(value) -> str:
 
 
 def readModelEntry(folder: Path) -> ModelEntry:
-    """The entry of one model folder; ValueError when it holds no readable card."""
-    card = Path(folder) / CARD_FILE
+    """The entry of one model folder; ValueError (one line) when its card is not valid."""
     try:
-        data = json.loads(card.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{folder}: not a model folder ({error})") from None
-    return ModelEntry(
-        name=str(data.get("name", Path(folder).name)),
-        folder=Path(folder),
-        method=str(data.get("method", "")),
-        description=str(data.get("description", "")),
-        metrics=data.get("metrics") or {},
-    )
+        card = read_card(Path(folder))
+    except CXRWeakLocError as error:
+        raise ValueError(str(error)) from None
+    return ModelEntry(card.name, Path(folder), card.method, card.description, card.metrics)
 
 
-def findModels(roots: Iterable[Path]) -> list[ModelEntry]:
-    """Model folders in ``roots`` (each a model folder or a folder of them), first name wins."""
-    entries: dict[str, ModelEntry] = {}
-    for root in map(Path, roots):
-        folders = [root] if (root / CARD_FILE).is_file() else sorted(
-            card.parent for card in root.glob(f"*/{CARD_FILE}"))
-        for folder in folders:
-            try:
-                entry = readModelEntry(folder)
-            except ValueError:
-                continue
-            entries.setdefault(entry.name, entry)
-    return list(entries.values())
+def findModels(extraRoots: Iterable[Path] = ()) -> list[ModelEntry]:
+    """Models in ``extraRoots`` (folders the user added) and on the engine's search path,
+    the first folder of a name winning; folders with an invalid card are skipped."""
+    entries = []
+    for folder in model_folders([*map(Path, extraRoots), *model_search_path()]):
+        try:
+            entries.append(readModelEntry(folder))
+        except ValueError as error:
+            logger.warning("skipped model folder: %s", error)
+    return entries
 
 
 @dataclass(frozen=True)
@@ -81,17 +79,26 @@ class Device:
     label: str
 
 
+def _nvidiaGpus(timeout: float = 5.0) -> list[str]:
+    """GPU names as the NVIDIA driver lists them (none without the driver)."""
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return []
+    try:
+        listed = subprocess.run([tool, "--query-gpu=name", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=timeout, check=True)
+    except (OSError, subprocess.SubprocessError) as error:
+        logger.warning("nvidia-smi failed: %s", error)
+        return []
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+
+
 def availableDevices() -> tuple[list[Device], str]:
     """Devices to offer and a one-line note on what ``auto`` will use."""
-    devices = [Device("auto", "Auto"), Device("cpu", "CPU")]
-    try:
-        import torch
-    except ImportError:
-        return devices, "PyTorch is not installed yet: Auto uses a CUDA GPU if one is found."
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    for index in range(count):
-        value = "cuda" if index == 0 else f"cuda:{index}"
-        devices.append(Device(value, f"GPU {index}: {torch.cuda.get_device_name(index)}"))
-    if not count:
-        return devices, "No CUDA GPU found: the model runs on the CPU (slower)."
-    return devices, f"Auto uses GPU 0 ({torch.cuda.get_device_name(0)})."
+    devices = [Device("auto", _("Auto")), Device("cpu", _("CPU"))]
+    gpus = _nvidiaGpus()
+    for index, name in enumerate(gpus):
+        devices.append(Device("cuda" if index == 0 else f"cuda:{index}", f"GPU {index}: {name}"))
+    if not gpus:
+        return devices, _("No NVIDIA GPU found: the model runs on the CPU (slower).")
+    return devices, _("Auto uses GPU 0 ({name}).").format(name=gpus[0])

@@ -3,12 +3,16 @@
 One run walks Initializing -> Running -> Importing -> Finished / Cancelled / Failed.
 The engine runs in a child process (its CLI); :meth:`LocalizationLogic.poll`
 advances the run and is called from a timer in Slicer, or by :meth:`wait` in
-scripts and tests. Importing happens on the caller's (main) thread.
+scripts and tests. Importing happens on the caller's (main) thread, with the
+engine's torch-free core (``CXRWeakLocLib.core``) and exporters: the panel never
+loads torch.
+
+Results are recorded in the module's parameter node, so they survive a scene save
+and load (:meth:`LocalizationLogic.restoreResults`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
@@ -21,19 +25,17 @@ from pathlib import Path
 import numpy as np
 import slicer
 
-from . import mrml
-from .process import EngineProcess, State, engineCommand, engineEnvironment
+from . import ENGINE_ROOT, mrml
+from .i18n import tr as _
+from .parameters import Parameters
+from .process import EngineProcess, Progress, State, engineCommand, engineEnvironment
 
-__all__ = ["FindingRow", "LocalizationLogic", "State", "ENGINE_ROOT"]
+__all__ = ["FindingRow", "LocalizationLogic", "State", "ENGINE_ROOT", "SAMPLE_FILE"]
 
 logger = logging.getLogger(__name__)
 
-#: The folder holding ``CXRWeakLocLib``: the scripted-modules folder in an installed
-#: extension, the repository root in a source tree.
-ENGINE_ROOT = next(
-    (p for p in Path(__file__).resolve().parents[1:3] if (p / "CXRWeakLocLib").is_dir()),
-    Path(__file__).resolve().parents[2],
-)
+#: The sample radiograph: SYNTHETIC, made by ``cxrweakloc sample`` (no patient's image).
+SAMPLE_FILE = Path(__file__).resolve().parents[1] / "Resources" / "Samples" / "SyntheticChest.png"
 
 
 def startupEnvironment() -> dict[str, str] | None:
@@ -45,6 +47,13 @@ def startupEnvironment() -> dict[str, str] | None:
 def pythonExecutable() -> str:
     """Slicer's ``PythonSlicer`` when present (same packages as Slicer), else this Python."""
     return shutil.which("PythonSlicer") or sys.executable
+
+
+def stageText(stage: str) -> str:
+    """What the panel shows for one of the engine's stages (``CXRWeakLocLib.batch.STAGES``)."""
+    texts = {"reading": _("Reading"), "localising": _("Localising"),
+             "exporting": _("Writing results")}
+    return texts.get(stage, stage)
 
 
 @dataclass
@@ -59,6 +68,12 @@ class FindingRow:
     heatmap: object  # vtkMRMLScalarVolumeNode
     area_px: int = 0
     area_mm2: float | None = None
+
+    def record(self) -> dict:
+        """What the parameter node keeps of this row (nodes are references there)."""
+        return {"name": self.name, "probability": self.probability,
+                "threshold": self.threshold, "positive": self.positive,
+                "segment_id": self.segment_id}
 
 
 @dataclass
@@ -76,6 +91,7 @@ class LocalizationLogic:
     """Runs a model on a radiograph volume and turns the results into MRML nodes.
 
     Callbacks (all optional): ``onLog(line)``, ``onProgress(fraction)``,
+    ``onStage(text)`` (loading the model, reading, localising, ..., importing) and
     ``onState(state)``.
     """
 
@@ -85,11 +101,13 @@ class LocalizationLogic:
         onLog: Callable[[str], None] | None = None,
         onProgress: Callable[[float], None] | None = None,
         onState: Callable[[State], None] | None = None,
+        onStage: Callable[[str], None] | None = None,
     ) -> None:
         self.python = python or pythonExecutable()
         self.onLog = onLog or logger.info
         self.onProgress = onProgress or (lambda fraction: None)
         self.onState = onState or (lambda state: None)
+        self.onStage = onStage or (lambda text: None)
         self.state = State.IDLE
         self.error = ""
         self.inputVolume = None
@@ -100,6 +118,23 @@ class LocalizationLogic:
         self.spacingKnown = False
         self._run: Run | None = None
         self._tracker: mrml.EditTracker | None = None
+        self._overlap = mrml.OverlapInSegmentEditor(slicer.mrmlScene)
+
+    @property
+    def parameters(self) -> Parameters:
+        """The scene's parameter node (made when the scene has none)."""
+        return Parameters.of(slicer.mrmlScene)
+
+    @property
+    def batch(self) -> bool:
+        """Whether the run in progress is a batch (files to files, nothing imported)."""
+        return self._run is not None and self._run.input_volume is None
+
+    def cleanup(self) -> None:
+        """Cancel a run and stop observing the scene (the widget is going away)."""
+        self.cancel()
+        self.clearResults()
+        self._overlap.stop()
 
     # --- input --------------------------------------------------------------------
 
@@ -110,6 +145,12 @@ class LocalizationLogic:
 
         radiograph = read_radiograph(path)
         return mrml.volumeFromRadiograph(radiograph, name or radiograph.stem)
+
+    def loadSample(self):
+        """The sample radiograph (synthetic) as a volume, chosen as the run's input."""
+        volume = self.loadRadiograph(SAMPLE_FILE, _("Synthetic chest (sample)"))
+        self.parameters.inputVolume = volume
+        return volume
 
     @staticmethod
     def sourceFile(volume) -> Path | None:
@@ -133,8 +174,28 @@ class LocalizationLogic:
         storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
         storage.SetFileName(str(path))
         if not storage.WriteData(volume):
-            raise RuntimeError(f"cannot write the input volume to {path}")
+            raise RuntimeError(_("cannot write the input volume to {path}").format(path=path))
         return path
+
+    @staticmethod
+    def batchInputs(inputFolder: Path | None, outputFolder: Path | None) -> list[Path]:
+        """The radiographs a batch from ``inputFolder`` into ``outputFolder`` would run on
+        (the engine's own search); ValueError (one line) for folders that cannot be used."""
+        from CXRWeakLocLib.core.radiograph import find_radiographs
+
+        if not inputFolder or not outputFolder:
+            raise ValueError(_("Choose both an input and an output folder."))
+        inputFolder, outputFolder = Path(inputFolder).resolve(), Path(outputFolder).resolve()
+        if not inputFolder.is_dir():
+            raise ValueError(_("{folder} is not a folder.").format(folder=inputFolder))
+        if outputFolder == inputFolder or inputFolder in outputFolder.parents:
+            raise ValueError(_("The output folder {output} is inside the input folder "
+                               "{input}: choose one outside it.").format(
+                                   output=outputFolder, input=inputFolder))
+        files = find_radiographs([inputFolder])
+        if not files:
+            raise ValueError(_("No radiographs found in {folder}.").format(folder=inputFolder))
+        return files
 
     # --- running --------------------------------------------------------------------
 
@@ -147,10 +208,15 @@ class LocalizationLogic:
         """Start localising ``inputVolume`` with ``model`` (a name or a folder).
 
         The engine's files are kept in ``outDir`` when given, else in a temporary
-        folder removed when the run ends.
+        folder removed when the run ends. The choices go to the parameter node.
         """
         if self.state.busy:
-            raise RuntimeError("a run is already in progress")
+            raise RuntimeError(_("a run is already in progress"))
+        if inputVolume is None:
+            raise ValueError(_("Choose a radiograph first."))
+        parameters = self.parameters
+        parameters.inputVolume = inputVolume
+        parameters.model, parameters.findings, parameters.device = model, findings, device
         self.error = ""
         self._setState(State.INITIALIZING)
         workDir = Path(tempfile.mkdtemp(prefix="CXRWeakLoc-"))
@@ -165,47 +231,58 @@ class LocalizationLogic:
 
     def startBatch(self, inputFolder: Path, outputFolder: Path, model: str,
                    findings: str = "positive", device: str = "auto") -> None:
-        """Localise every radiograph under ``inputFolder`` into ``outputFolder`` (no import)."""
+        """Localise every radiograph under ``inputFolder`` into ``outputFolder`` (no import).
+
+        Refuses (ValueError) what :meth:`batchInputs` refuses.
+        """
         if self.state.busy:
-            raise RuntimeError("a run is already in progress")
+            raise RuntimeError(_("a run is already in progress"))
+        files = self.batchInputs(inputFolder, outputFolder)
         self.error = ""
         self._setState(State.INITIALIZING)
+        self.onLog(_("Batch of {count} radiographs.").format(count=len(files)))
         self._launch(None, [Path(inputFolder)], Path(outputFolder), model, findings, device)
 
     def _launch(self, inputVolume, inputs, outDir, model, findings, device,
                 workDir: Path | None = None) -> None:
         args = engineCommand(self.python, inputs, outDir, model, findings, device)
         process = EngineProcess(args, engineEnvironment(ENGINE_ROOT, startupEnvironment()))
-        self.onLog("Running: " + " ".join(args[1:]))
+        self.onLog(_("Running: {command}").format(command=" ".join(args[1:])))
         process.start()
         self._run = Run(inputVolume, outDir, process, workDir)
         self._setState(State.RUNNING)
+        self.onStage(_("Loading the model"))
 
     def poll(self) -> State:
         """Advance the run: collect output and progress, import when the engine is done."""
         run = self._run
         if run is None or self.state != State.RUNNING:
             return self.state
-        code, lines = run.process.poll()
-        for line in lines:
-            self.onLog(line)
-        if run.process.progress is not None:
-            self.onProgress(run.process.progress)
+        code, output = run.process.poll()
+        for item in output:
+            if isinstance(item, Progress):
+                self.onStage(stageText(item.stage))
+                self.onProgress(item.fraction)
+            else:
+                self.onLog(item)
         if code is None:
             return self.state
         if code != 0:
-            self._fail(run.process.lastMessage or f"the engine exited with code {code}")
+            self._fail(run.process.lastMessage
+                       or _("the engine exited with code {code}").format(code=code))
         elif run.input_volume is None:
-            self._finish(f"Batch finished: results in {run.results_dir}")
+            self._finish(_("Batch finished: results in {folder}").format(folder=run.results_dir))
         else:
             self._setState(State.IMPORTING)
+            self.onStage(_("Importing results"))
             try:
                 self.importResults(run.input_volume, run.results_dir)
             except Exception as error:
                 logger.exception("import failed")
-                self._fail(f"importing the results failed: {error}")
+                self._fail(_("importing the results failed: {error}").format(error=error))
             else:
-                self._finish(f"Finished in {time.monotonic() - run.start_time:.1f} s")
+                self._finish(_("Finished in {seconds:.1f} s").format(
+                    seconds=time.monotonic() - run.start_time))
         return self.state
 
     def wait(self, timeout: float = 600.0, interval: float = 0.1) -> State:
@@ -223,12 +300,12 @@ class LocalizationLogic:
         if self._run is None or self.state != State.RUNNING:
             return
         self._run.process.cancel()
-        self.onLog("Cancelled.")
+        self.onLog(_("Cancelled."))
         self._end(State.CANCELLED)
 
     def _fail(self, message: str) -> None:
         self.error = message
-        self.onLog(f"Failed: {message}")
+        self.onLog(_("Failed: {message}").format(message=message))
         self._end(State.FAILED)
 
     def _finish(self, message: str) -> None:
@@ -245,39 +322,71 @@ class LocalizationLogic:
 
     def importResults(self, inputVolume, resultsDir: Path) -> None:
         """Heatmap volumes and the findings segmentation of the run in ``resultsDir``."""
-        from CXRWeakLocLib.core.layout import OutputLayout
-        from CXRWeakLocLib.core.masks import MaskRule
+        from CXRWeakLocLib.core.results import read_result
 
-        records = sorted(Path(resultsDir).glob("*/findings.json"))
-        if len(records) != 1:
-            raise RuntimeError(f"{resultsDir}: expected one result folder, found {len(records)}")
-        layout = OutputLayout(records[0].parent, records[0].parent.name)
-        record = json.loads(layout.findings_json.read_text())
+        folders = sorted(p.parent for p in Path(resultsDir).glob("*/findings.json"))
+        if len(folders) != 1:
+            raise RuntimeError(_("{folder}: expected one result folder, found {count}").format(
+                folder=resultsDir, count=len(folders)))
+        saved = read_result(folders[0])
         self.clearResults()
         self.inputVolume = inputVolume
-        self.maskRule = MaskRule(**record["mask_rule"])
-        self.model = record["model"]
-        self.spacingKnown = bool(record["input"]["spacing_known"])
-        exported = [f for f in record["findings"] if f.get("exported")]
-        if not exported:
-            self.onLog("No finding above its threshold: nothing to show.")
+        self.maskRule = saved.mask_rule
+        self.model = saved.model
+        self.spacingKnown = saved.spacing_known
+        parameters = self.parameters
+        parameters.threshold = self.maskRule.value
+        if not saved.exported:
+            parameters.results = parameters.segmentation = None
+            parameters.heatmaps = []
+            self.onLog(_("No finding above its threshold: nothing to show."))
             return
         baseName = inputVolume.GetName()
         self.segmentation = mrml.loadSegmentation(
-            layout.segmentation, inputVolume, f"{baseName} findings")
+            saved.layout.segmentation, inputVolume,
+            _("{name} findings").format(name=baseName))
         content = self.segmentation.GetSegmentation()
-        self._tracker = mrml.EditTracker(self.segmentation, inputVolume)
-        for entry in exported:
-            heatmap = mrml.loadHeatmap(layout.heatmap(entry["name"]),
-                                       f"{baseName} {entry['name']} heatmap", inputVolume)
+        for entry in saved.exported:
+            heatmap = mrml.loadHeatmap(saved.layout.heatmap(entry.name),
+                                       _("{name} {finding} heatmap").format(
+                                           name=baseName, finding=entry.name), inputVolume)
             self.findings.append(FindingRow(
-                name=entry["name"], probability=float(entry["probability"]),
-                threshold=float(entry["threshold"]), positive=bool(entry["positive"]),
-                segment_id=content.GetSegmentIdBySegmentName(entry["name"]), heatmap=heatmap))
+                name=entry.name, probability=entry.probability, threshold=entry.threshold,
+                positive=entry.positive,
+                segment_id=content.GetSegmentIdBySegmentName(entry.name), heatmap=heatmap))
         mrml.parentUnderStudy([self.segmentation] + [r.heatmap for r in self.findings],
                               inputVolume)
+        self._tracker = mrml.EditTracker(self.segmentation, inputVolume)
+        parameters.segmentation = self.segmentation
+        parameters.heatmaps = [row.heatmap for row in self.findings]
+        parameters.results = {"model": self.model, "mask_rule": self.maskRule.to_dict(),
+                              "spacing_known": self.spacingKnown,
+                              "findings": [row.record() for row in self.findings]}
         self.setMaskRuleValue(self.maskRule.value)
         self.showFinding(self.findings[0].name)
+
+    def restoreResults(self) -> bool:
+        """Take up the results recorded in the parameter node (a scene loaded from a
+        file); False when there are none, or their nodes are gone."""
+        from CXRWeakLocLib.core.masks import MaskRule
+
+        parameters = self.parameters
+        results, segmentation = parameters.results, parameters.segmentation
+        inputVolume, heatmaps = parameters.inputVolume, parameters.heatmaps
+        if (not results or segmentation is None or inputVolume is None
+                or None in heatmaps or len(heatmaps) != len(results["findings"])):
+            return False
+        self.clearResults()
+        self.inputVolume, self.segmentation = inputVolume, segmentation
+        self.model = results["model"]
+        self.spacingKnown = results["spacing_known"]
+        self.maskRule = MaskRule(**results["mask_rule"])
+        self.findings = [FindingRow(**entry, heatmap=heatmap)
+                         for entry, heatmap in zip(results["findings"], heatmaps, strict=True)]
+        self._tracker = mrml.EditTracker(segmentation, inputVolume)
+        self._tracker.expectCurrent()
+        self._measure()
+        return True
 
     def clearResults(self) -> None:
         """Forget the current results (their nodes stay in the scene)."""
@@ -302,20 +411,26 @@ class LocalizationLogic:
         if self.segmentation is None or self._tracker is None:
             return []
         rule = self.maskRule.with_value(value)
-        spacing = self.inputVolume.GetSpacing()
+        self.parameters.threshold = rule.value
         kept = []
         for row in self.findings:
             if self._tracker.edited(row.segment_id):
                 kept.append(row.name)
-                mask = mrml.segmentMask(self.segmentation, row.segment_id, self.inputVolume)
-            else:
-                mask = apply_mask_rule(slicer.util.arrayFromVolume(row.heatmap)[0], rule)
-                with self._tracker.writing():
-                    mrml.setSegmentMask(self.segmentation, row.segment_id, mask, self.inputVolume)
-                self._tracker.expect(row.segment_id, mask)
+                continue
+            mask = apply_mask_rule(slicer.util.arrayFromVolume(row.heatmap)[0], rule)
+            with self._tracker.writing():
+                mrml.setSegmentMask(self.segmentation, row.segment_id, mask, self.inputVolume)
+            self._tracker.expect(row.segment_id, mask)
+        self._measure()
+        return kept
+
+    def _measure(self) -> None:
+        """Each row's mask area, from the segment as it is now."""
+        spacing = self.inputVolume.GetSpacing()
+        for row in self.findings:
+            mask = mrml.segmentMask(self.segmentation, row.segment_id, self.inputVolume)
             row.area_px = int(mask.sum())
             row.area_mm2 = row.area_px * spacing[0] * spacing[1] if self.spacingKnown else None
-        return kept
 
     def showFinding(self, name: str, opacity: float = 0.4) -> None:
         """Show one finding's heatmap (foreground) and mask; hide the other masks."""
@@ -331,10 +446,15 @@ class LocalizationLogic:
     # --- exporting ------------------------------------------------------------------
 
     def exportSegmentation(self, path: Path) -> Path:
-        """Write the (possibly edited) segmentation as ``.seg.nrrd`` via Slicer's storage node."""
+        """Write the current masks (edits included) as ``.seg.nrrd`` with the engine's
+        writer, in the input volume's geometry; the scene is not modified."""
+        from CXRWeakLocLib.export.seg_nrrd import write_segmentation
+
         if self.segmentation is None:
-            raise RuntimeError("no segmentation to export")
-        return mrml.writeSegmentation(self.segmentation, Path(path))
+            raise RuntimeError(_("no segmentation to export"))
+        write_segmentation(self._localizationResult(), mrml.radiographGeometry(self.inputVolume),
+                           Path(path))
+        return Path(path)
 
     def canExportDicomSeg(self) -> bool:
         return self.segmentation is not None and self._dicomSource() is not None
@@ -348,35 +468,37 @@ class LocalizationLogic:
 
     def exportDicomSeg(self, path: Path) -> Path:
         """Write the current masks as DICOM-SEG with the engine's highdicom writer."""
+        from CXRWeakLocLib.core.radiograph import read_radiograph
+        from CXRWeakLocLib.export.dicom_seg import write_dicom_seg
+
         source = self._dicomSource()
         if self.segmentation is None or source is None:
-            raise RuntimeError("DICOM-SEG needs results of an input from a DICOM file")
-        writeDicomSeg(self._localizationResult(), source, Path(path))
+            raise RuntimeError(_("DICOM-SEG needs results of an input from a DICOM file"))
+        write_dicom_seg(self._localizationResult(), read_radiograph(source), Path(path))
         return Path(path)
 
     def _localizationResult(self):
-        """The current masks (edits included) as the engine's LocalizationResult."""
+        """The current masks (edits included) as the engine's LocalizationResult; segments
+        that are not the model's findings (added by hand) are named in the log."""
         from CXRWeakLocLib.core.findings import finding_by_name
         from CXRWeakLocLib.core.masks import mask_boxes
         from CXRWeakLocLib.core.results import FindingResult, LocalizationResult
 
+        content = self.segmentation.GetSegmentation()
+        ours = {row.segment_id for row in self.findings}
+        others = [content.GetNthSegment(i).GetName() for i in range(content.GetNumberOfSegments())
+                  if content.GetNthSegmentID(i) not in ours]
+        if others:
+            self.onLog(_("Not exported (not a finding of the model): {names}").format(
+                names=", ".join(others)))
         results = []
         for row in self.findings:
             mask = mrml.segmentMask(self.segmentation, row.segment_id, self.inputVolume)
-            segment = self.segmentation.GetSegmentation().GetSegment(row.segment_id)
             results.append(FindingResult(
                 finding_by_name(row.name), row.probability, row.threshold,
                 heatmap=np.asarray(slicer.util.arrayFromVolume(row.heatmap)[0]),
                 mask=mask, boxes=mask_boxes(mask),
-                algorithm_type=mrml.segmentTag(segment, mrml.ALGORITHM_TYPE_TAG)))
+                algorithm_type=mrml.segmentTag(content.GetSegment(row.segment_id),
+                                               mrml.ALGORITHM_TYPE_TAG)))
         return LocalizationResult(self.model["name"], self.model["version"],
                                   self.model["method"], self.maskRule, results)
-
-
-def writeDicomSeg(result, source: Path, path: Path) -> None:
-    """The engine's DICOM-SEG writer on a LocalizationResult and its source DICOM."""
-    from CXRWeakLocLib.core.radiograph import read_radiograph
-    from CXRWeakLocLib.export.dicom_seg import write_dicom_seg
-
-    if not write_dicom_seg(result, read_radiograph(source), path):
-        raise RuntimeError(f"{source}: no DICOM-SEG written (no localised finding)")

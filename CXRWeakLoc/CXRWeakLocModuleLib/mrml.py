@@ -1,7 +1,9 @@
-"""MRML helpers: radiograph and heatmap volumes, the findings segmentation, edit tracking.
+"""MRML helpers: radiograph and heatmap volumes, the findings segmentation, edit tracking,
+overlap in the Segment Editor.
 
-Every function takes the nodes it works on; none keeps state except
-:class:`EditTracker`. All run with slicer-core (no Qt), so pytest drives them.
+Every function takes the nodes it works on; only :class:`EditTracker` and
+:class:`OverlapInSegmentEditor` keep state. All run with slicer-core (no Qt), so
+pytest drives them.
 """
 
 from __future__ import annotations
@@ -18,23 +20,34 @@ from vtk.util.numpy_support import vtk_to_numpy
 __all__ = [
     "ALGORITHM_NAME_TAG",
     "ALGORITHM_TYPE_TAG",
+    "HEATMAP_ROLE",
+    "FINDINGS_ROLE",
+    "ROLE_ATTRIBUTE",
     "SOURCE_FILE_ATTRIBUTE",
     "EditTracker",
+    "OverlapInSegmentEditor",
+    "heatmapNodeIDs",
     "loadHeatmap",
     "loadSegmentation",
     "parentUnderStudy",
+    "radiographGeometry",
     "segmentMask",
     "segmentTag",
     "setSegmentMask",
     "showHeatmap",
     "volumeFromRadiograph",
-    "writeSegmentation",
 ]
 
 ALGORITHM_TYPE_TAG = "DICOM.SegmentAlgorithmType"
 ALGORITHM_NAME_TAG = "DICOM.SegmentAlgorithmName"
 #: Volume attribute: the file a volume was read from (the engine reads that file).
 SOURCE_FILE_ATTRIBUTE = "CXRWeakLoc.SourceFile"
+#: Node attribute marking the module's results (saved with the scene).
+ROLE_ATTRIBUTE = "CXRWeakLoc.Role"
+HEATMAP_ROLE = "heatmap"
+FINDINGS_ROLE = "findings"
+#: Segment Editor node attribute: its overwrite mode before it edited findings.
+OVERWRITE_MODE_BEFORE_ATTRIBUTE = "CXRWeakLoc.OverwriteModeBefore"
 #: Heat colour tables, best first (Inferno is a colour file; PET-Heat is built in).
 HEAT_COLOR_NODE_IDS = (
     "vtkMRMLColorTableNodeFileInferno.txt",
@@ -44,7 +57,7 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 def volumeFromRadiograph(radiograph, name: str) -> slicer.vtkMRMLScalarVolumeNode:
-    """A scalar volume (1 x rows x columns) of a :class:`~CXRWeakLocLib.radiograph.Radiograph`
+    """A scalar volume (1 x rows x columns) of a :class:`~CXRWeakLocLib.core.radiograph.Radiograph`
     with its geometry: i = column, j = row, LPS converted to RAS."""
     node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     slicer.util.updateVolumeFromArray(node, radiograph.pixels[np.newaxis])
@@ -59,6 +72,21 @@ def volumeFromRadiograph(radiograph, name: str) -> slicer.vtkMRMLScalarVolumeNod
     return node
 
 
+def radiographGeometry(volume):
+    """A :class:`~CXRWeakLocLib.core.radiograph.Radiograph` with ``volume``'s pixels and
+    geometry (RAS converted back to LPS), for the engine's writers."""
+    from CXRWeakLocLib.core.radiograph import Radiograph
+
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    matrix = _LPS_TO_RAS @ slicer.util.arrayFromVTKMatrix(matrix)[:3]
+    spacing = np.linalg.norm(matrix[:, :3], axis=0)
+    return Radiograph(pixels=slicer.util.arrayFromVolume(volume)[0],
+                      spacing=(float(spacing[0]), float(spacing[1])),
+                      origin=tuple(float(v) for v in matrix[:, 3]),
+                      direction=matrix[:, :3] / spacing)
+
+
 def _readNode(path: Path, name: str, nodeClass: str, storage, what: str):
     """A new ``nodeClass`` node filled by ``storage`` from ``path`` (removed if reading fails)."""
     node = slicer.mrmlScene.AddNewNodeByClass(nodeClass, name)
@@ -67,6 +95,13 @@ def _readNode(path: Path, name: str, nodeClass: str, storage, what: str):
         slicer.mrmlScene.RemoveNode(node)
         raise RuntimeError(f"{path}: cannot be read as {what}")
     return node
+
+
+def heatmapNodeIDs(scene) -> list[str]:
+    """IDs of the heatmap volumes in ``scene`` (kept out of the Radiograph selector)."""
+    found = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    volumes = [found.GetItemAsObject(i) for i in range(found.GetNumberOfItems())]
+    return [v.GetID() for v in volumes if v.GetAttribute(ROLE_ATTRIBUTE) == HEATMAP_ROLE]
 
 
 def loadHeatmap(path: Path, name: str, referenceVolume) -> slicer.vtkMRMLScalarVolumeNode:
@@ -83,6 +118,7 @@ def loadHeatmap(path: Path, name: str, referenceVolume) -> slicer.vtkMRMLScalarV
         slicer.mrmlScene.RemoveNode(node)
         raise RuntimeError(f"{path}: heatmap is {size}, the input volume is {expected}")
     node.CopyOrientation(referenceVolume)
+    node.SetAttribute(ROLE_ATTRIBUTE, HEATMAP_ROLE)
     return node
 
 
@@ -108,6 +144,7 @@ def loadSegmentation(path: Path, referenceVolume, name: str) -> slicer.vtkMRMLSe
                      slicer.vtkMRMLSegmentationStorageNode(), "a segmentation")
     node.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolume)
     node.CreateDefaultDisplayNodes()
+    node.SetAttribute(ROLE_ATTRIBUTE, FINDINGS_ROLE)
     return node
 
 
@@ -132,7 +169,12 @@ def setSegmentMask(segmentation, segmentId: str, mask: np.ndarray, referenceVolu
 
 
 def segmentMask(segmentation, segmentId: str, referenceVolume) -> np.ndarray:
-    """A segment's labelmap as a 2-D bool mask (rows x columns) on ``referenceVolume``'s grid."""
+    """A segment's labelmap as a 2-D bool mask (rows x columns) on ``referenceVolume``'s grid.
+
+    Segments that do not overlap share a layer, each with its own label value; the
+    layer is resampled as it is and the segment is the voxels of its label value.
+    """
+    labelValue = segmentation.GetSegmentation().GetSegment(segmentId).GetLabelValue()
     labelmap = slicer.vtkOrientedImageData()
     slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
         segmentation, segmentId, labelmap)
@@ -145,7 +187,7 @@ def segmentMask(segmentation, segmentId: str, referenceVolume) -> np.ndarray:
         scalars = resampled.GetPointData().GetScalars()
     if scalars is None:  # an empty segment
         return np.zeros((rows, columns), dtype=bool)
-    return vtk_to_numpy(scalars).reshape(rows, columns) > 0
+    return vtk_to_numpy(scalars).reshape(rows, columns) == labelValue
 
 
 def segmentTag(segment, key: str) -> str:
@@ -167,22 +209,17 @@ def parentUnderStudy(nodes, referenceVolume) -> None:
         hierarchy.SetItemParent(_hierarchyItem(hierarchy, node), parent)
 
 
-def writeSegmentation(segmentation, path: Path) -> Path:
-    """Write ``.seg.nrrd`` with Slicer's own storage node (overlapping segments kept)."""
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    storage.SetFileName(str(path))
-    if not storage.WriteData(segmentation):
-        raise RuntimeError(f"{path}: Slicer could not write the segmentation")
-    return Path(path)
-
-
 def _digest(mask: np.ndarray) -> str:
     return hashlib.sha1(np.packbits(mask).tobytes()).hexdigest()
 
 
 class EditTracker:
     """Turns ``DICOM.SegmentAlgorithmType`` from AUTOMATIC to SEMIAUTOMATIC once a
-    segment's labelmap differs from what the model wrote (an edit in Segment Editor)."""
+    segment's labelmap differs from what the model wrote (an edit in Segment Editor).
+
+    The tracker's own tag changes, and the module's writes made inside
+    :meth:`writing`, are not edits.
+    """
 
     def __init__(self, segmentation, referenceVolume) -> None:
         self.segmentation = segmentation
@@ -198,16 +235,25 @@ class EditTracker:
 
     @contextlib.contextmanager
     def writing(self):
-        """Changes made inside this block are the model's, not the user's."""
-        self._paused = True
+        """Changes made inside this block are the module's, not the user's."""
+        paused, self._paused = self._paused, True
         try:
             yield
         finally:
-            self._paused = False
+            self._paused = paused
 
     def expect(self, segmentId: str, mask: np.ndarray) -> None:
         """Record the model's mask of a segment."""
         self._expected[segmentId] = _digest(np.asarray(mask, dtype=bool))
+
+    def expectCurrent(self) -> None:
+        """Take every segment not edited yet as the model left it (a restored scene)."""
+        content = self.segmentation.GetSegmentation()
+        for index in range(content.GetNumberOfSegments()):
+            segmentId = content.GetNthSegmentID(index)
+            if not self.edited(segmentId):
+                self.expect(segmentId,
+                            segmentMask(self.segmentation, segmentId, self.referenceVolume))
 
     def edited(self, segmentId: str) -> bool:
         """Whether the user has changed this segment since the model wrote it."""
@@ -217,18 +263,71 @@ class EditTracker:
     def _onModified(self, caller, event) -> None:
         if self._paused:
             return
-        for segmentId, expected in list(self._expected.items()):
-            segment = caller.GetSegment(segmentId)
-            if segment is None:
-                del self._expected[segmentId]
-                continue
-            mask = segmentMask(self.segmentation, segmentId, self.referenceVolume)
-            if _digest(mask) != expected:
-                del self._expected[segmentId]
-                segment.SetTag(ALGORITHM_TYPE_TAG, "SEMIAUTOMATIC")
+        with self.writing():  # the tags set below modify the segments again
+            for segmentId, expected in list(self._expected.items()):
+                segment = caller.GetSegment(segmentId)
+                if segment is None:
+                    del self._expected[segmentId]
+                elif _digest(segmentMask(self.segmentation, segmentId,
+                                         self.referenceVolume)) != expected:
+                    del self._expected[segmentId]
+                    segment.SetTag(ALGORITHM_TYPE_TAG, "SEMIAUTOMATIC")
 
     def stop(self) -> None:
         content = self.segmentation.GetSegmentation()
         for observer in self._observers:
             content.RemoveObserver(observer)
         self._observers = []
+
+
+class OverlapInSegmentEditor:
+    """Lets findings overlap while the Segment Editor edits a findings segmentation.
+
+    Findings overlap by nature (an effusion under atelectasis), but the editor's
+    default "overwrite all" carves every other segment when one is painted. While an
+    editor node (``vtkMRMLSegmentEditorNode``) edits a segmentation with the findings
+    role, its overwrite mode is "allow overlap"; when it moves to another segmentation,
+    the mode it had before comes back. The mode to restore is kept on the editor node
+    itself, so several observers agree and it survives a scene save; a mode the user
+    picks while editing findings is left alone.
+    """
+
+    def __init__(self, scene) -> None:
+        self.scene = scene
+        self._editors: dict[str, tuple[object, int, str | None]] = {}
+        self._sceneObserver = scene.AddObserver(slicer.vtkMRMLScene.NodeAddedEvent,
+                                                self._watchEditors)
+        self._watchEditors()
+
+    def _watchEditors(self, caller=None, event=None) -> None:
+        editors = self.scene.GetNodesByClass("vtkMRMLSegmentEditorNode")
+        for index in range(editors.GetNumberOfItems()):
+            editor = editors.GetItemAsObject(index)
+            if editor.GetID() not in self._editors:
+                observer = editor.AddObserver(vtk.vtkCommand.ModifiedEvent,
+                                              self._onEditorModified)
+                self._editors[editor.GetID()] = (editor, observer, None)
+                self._onEditorModified(editor)
+
+    def _onEditorModified(self, editor, event=None) -> None:
+        _, observer, editedId = self._editors[editor.GetID()]
+        segmentation = editor.GetSegmentationNode()
+        segmentationId = segmentation.GetID() if segmentation is not None else None
+        if segmentationId == editedId:
+            return
+        self._editors[editor.GetID()] = (editor, observer, segmentationId)
+        ours = (segmentation is not None
+                and segmentation.GetAttribute(ROLE_ATTRIBUTE) == FINDINGS_ROLE)
+        before = editor.GetAttribute(OVERWRITE_MODE_BEFORE_ATTRIBUTE)
+        if ours and before is None:
+            editor.SetAttribute(OVERWRITE_MODE_BEFORE_ATTRIBUTE, str(editor.GetOverwriteMode()))
+            editor.SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteNone)
+        elif not ours and before is not None:
+            editor.RemoveAttribute(OVERWRITE_MODE_BEFORE_ATTRIBUTE)
+            editor.SetOverwriteMode(int(before))
+
+    def stop(self) -> None:
+        self.scene.RemoveObserver(self._sceneObserver)
+        for editor, observer, _ in self._editors.values():
+            editor.RemoveObserver(observer)
+        self._editors = {}

@@ -2,7 +2,8 @@
 
 Slicer's main thread never waits on the engine: a reader thread collects the
 child's output lines and :meth:`EngineProcess.poll` hands them over. tqdm's
-carriage returns count as line ends, so each progress update is a line.
+carriage returns count as line ends, so each progress update is a line; its
+description is the engine's stage (``reading``, ``localising``, ``exporting``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import signal
 import subprocess
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["State", "EngineProcess", "engineCommand", "engineEnvironment"]
+__all__ = ["State", "Progress", "EngineProcess", "engineCommand", "engineEnvironment"]
 
-_PERCENT = re.compile(r"(\d{1,3})%\|")
+#: A tqdm line: ``<stage>:  40%|####      | 2/5 [...]``.
+_PROGRESS = re.compile(r"(?:(?P<stage>[A-Za-z][\w ]*?): *)?(?P<percent>\d{1,3})%\|")
 
 
 class State(enum.Enum):
@@ -36,6 +39,14 @@ class State(enum.Enum):
     @property
     def busy(self) -> bool:
         return self in (State.INITIALIZING, State.RUNNING, State.IMPORTING)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress line of the engine: its stage and the fraction of inputs done."""
+
+    stage: str
+    fraction: float
 
 
 def engineCommand(
@@ -70,7 +81,7 @@ class EngineProcess:
     def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
         self.args = list(args)
         self.env = env
-        self.progress: float | None = None
+        self.progress: Progress | None = None
         self.lastMessage = ""
         self._lines: queue.Queue[str] = queue.Queue()
         self._process: subprocess.Popen | None = None
@@ -97,26 +108,31 @@ class EngineProcess:
         for line in self._process.stdout:
             self._lines.put(line.rstrip())
 
-    def poll(self) -> tuple[int | None, list[str]]:
-        """The exit code (None while running) and the output lines since the last poll."""
+    def poll(self) -> tuple[int | None, list[str | Progress]]:
+        """The exit code (None while running) and, in order, the output lines and the
+        progress updates since the last poll."""
         if self._process is None or self._reader is None:
             raise RuntimeError("the engine process was not started")
         code = self._process.poll()
         if code is not None and self._reader.is_alive():
             code = None  # exited, but its last output is still being read
-        lines = []
+        output: list[str | Progress] = []
         while True:
             try:
                 line = self._lines.get_nowait()
             except queue.Empty:
                 break
-            match = _PERCENT.search(line)
+            match = _PROGRESS.search(line)
             if match:
-                self.progress = int(match.group(1)) / 100.0
+                progress = Progress(match.group("stage") or "",
+                                    int(match.group("percent")) / 100.0)
+                if progress != self.progress:
+                    self.progress = progress
+                    output.append(progress)
             elif line.strip():
                 self.lastMessage = line.strip()
-                lines.append(line)
-        return code, lines
+                output.append(line)
+        return code, output
 
     @property
     def pid(self) -> int | None:
