@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from CXRWeakLocLib.core.masks import Box, MaskRule, apply_mask_rule, mask_boxes, normalize_heatmap
+from CXRWeakLocLib.core.masks import (
+    Box,
+    MaskRule,
+    apply_mask_rule,
+    mask_and_boxes,
+    mask_boxes,
+    normalize_heatmap,
+)
 
 
 def two_blobs() -> np.ndarray:
@@ -61,3 +69,16 @@ def test_normalize_and_rule_validation():
         with pytest.raises(ValueError, match="min_region_fraction must be in 0-1"):
             MaskRule("otsu", 0.0, speck_filter)
     assert MaskRule().with_value(0.3) == MaskRule("fraction_of_max", 0.3)
+
+
+@pytest.mark.parametrize("rule", [MaskRule("fraction_of_max", 0.5), MaskRule("otsu"),
+                                  MaskRule("mean_plus_k_std", 0.8, 0.3),
+                                  MaskRule("top_fraction", 0.2, 0.0)])
+def test_mask_and_boxes_is_the_rule_then_the_boxes(rule):
+    """One labelling for both (the Localizer's path) gives what the two steps give."""
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        heatmap = ndimage.zoom(rng.normal(size=(9, 11)), (23, 19), order=1)
+        mask, boxes = mask_and_boxes(heatmap, rule)
+        np.testing.assert_array_equal(mask, apply_mask_rule(heatmap, rule))
+        assert boxes == mask_boxes(mask)
