@@ -20,17 +20,19 @@ from .core.radiograph import Radiograph
 from .core.results import FindingResult, LocalizationResult, select_findings
 from .data.transforms import model_input_transform
 from .distributed import resolve_device
+from .runtime import cpu_forward
 
-__all__ = ["MAP_TOLERANCE", "Localizer"]
+__all__ = ["Localizer"]
 
 logger = logging.getLogger(__name__)
-
-#: How far (normalised map units) a faster inference path's maps may be from eager fp32.
-MAP_TOLERANCE = 1e-3
 
 
 class Localizer:
     """Runs one model on batches of radiographs.
+
+    On the CPU the network runs in ONNX Runtime where that agrees with torch within
+    :data:`~CXRWeakLocLib.runtime.MAP_TOLERANCE` (:func:`~CXRWeakLocLib.runtime.cpu_forward`),
+    else in torch eager; ``runtime`` says which.
 
     Args:
         model: a loaded model (see :func:`~CXRWeakLocLib.checkpoint.load_model`).
@@ -43,6 +45,12 @@ class Localizer:
         self.mask_rule = mask_rule or model.card.mask_rule
         self.transform = model_input_transform(model.card)
         self.findings = model.card.finding_objects
+        self.fast_forward = cpu_forward(model)
+
+    @property
+    def runtime(self) -> str:
+        """``onnxruntime`` or ``torch``: what runs the network."""
+        return "torch" if self.fast_forward is None else "onnxruntime"
 
     @classmethod
     def from_name(cls, name_or_path: str, device: str | torch.device = "auto") -> Localizer:
@@ -56,8 +64,9 @@ class Localizer:
 
     def predict(self, batch: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         """Probabilities ``(B, C)`` and model-space maps ``(B, C, h, w)`` of a prepared batch."""
+        forward = self.fast_forward or self.model.network
         with torch.inference_mode(mode=not self.model.method.gradients_at_inference):
-            logits, maps = self.model.network(batch.to(self.model.device))
+            logits, maps = forward(batch.to(self.model.device))
         return torch.sigmoid(logits).float().cpu().numpy(), maps.detach().float().cpu()
 
     def localize(
