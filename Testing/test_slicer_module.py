@@ -462,6 +462,35 @@ def test_painting_one_finding_leaves_the_others(finished):
     assert editor.GetOverwriteMode() == slicer.vtkMRMLSegmentEditorNode.OverwriteAllSegments
 
 
+def test_an_undone_edit_is_tracked_again(finished):
+    """Undo brings back the model's mask and its AUTOMATIC tag; the tracker had stopped
+    watching the segment after its first edit, so the next edit stayed AUTOMATIC."""
+    import slicer
+    from CXRWeakLocModuleLib import mrml
+
+    logic, volume = finished
+    row = logic.findings[2]
+
+    def algorithm() -> str:
+        segment = logic.segmentation.GetSegmentation().GetSegment(row.segment_id)
+        return segmentTag(segment, "DICOM.SegmentAlgorithmType")
+
+    assert algorithm() == "AUTOMATIC"
+    before = mrml.segmentMask(logic.segmentation, row.segment_id, volume)
+    rows, columns = np.nonzero(~before)
+    square = (slice(rows[0], rows[0] + 10), slice(columns[0], columns[0] + 10))
+    history = slicer.vtkSegmentationHistory()  # what the Segment Editor's undo uses
+    history.SetSegmentation(logic.segmentation.GetSegmentation())
+    history.SaveState()
+    _paint(logic, row, square)
+    assert algorithm() == "SEMIAUTOMATIC"
+    assert history.RestorePreviousState()
+    assert algorithm() == "AUTOMATIC"
+    assert np.array_equal(mrml.segmentMask(logic.segmentation, row.segment_id, volume), before)
+    _paint(logic, row, square)
+    assert algorithm() == "SEMIAUTOMATIC"
+
+
 def _save_scene(scene, folder: Path) -> Path:
     """Save every storable node to a file and the scene to ``folder/scene.mrml``, as
     Slicer's Save dialog does."""
