@@ -1,0 +1,61 @@
+"""``cxrweakloc app [RESULTS_DIR | INPUT...]``: what to review, where to serve it, who may.
+
+Imported by the engine's CLI only when ``app`` is asked for; nothing heavy is imported at
+module level, so a missing ``app`` extra is told in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+
+from CXRWeakLocLib.core.errors import CXRWeakLocError
+
+from .access import needs_token, new_token
+
+__all__ = ["REQUIRED_MODULES", "run"]
+
+logger = logging.getLogger(__name__)
+
+#: What the app imports beyond the engine: the ``app`` extra.
+REQUIRED_MODULES = ("trame", "trame_slicer", "slicer", "CXRWeakLocModuleLib")
+
+
+def _missing_modules() -> list[str]:
+    return [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the review app until interrupted."""
+    missing = _missing_modules()
+    if missing:
+        raise CXRWeakLocError(f"cxrweakloc app needs the app extra: pip install "
+                              f"'cxrweakloc[app]' (missing: {', '.join(missing)})")
+    from CXRWeakLocLib.core.radiograph import find_radiographs
+
+    from .server import LocalisingJob, ReviewApp
+    from .studies import ReviewQueue
+
+    for name in ("trame_client", "trame_server", "wslink", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # one line per widget at INFO
+    inputs = args.inputs or [args.out]
+    if len(inputs) == 1 and ReviewQueue.is_results_folder(inputs[0]):
+        results_dir, job = inputs[0], None
+    else:
+        missing_inputs = [str(p) for p in inputs if not p.exists()]
+        if missing_inputs:
+            raise CXRWeakLocError(f"not found: {', '.join(missing_inputs)}")
+        if not find_radiographs(inputs):
+            raise CXRWeakLocError(f"no results or radiographs in {', '.join(map(str, inputs))}")
+        results_dir = args.out
+        job = LocalisingJob(inputs, results_dir, args.model, args.findings, sys.executable)
+    token = args.token or (new_token() if needs_token(args.host) else None)
+    app = ReviewApp(ReviewQueue(results_dir), job, autosave_seconds=args.autosave)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    address = f"http://{host}:{args.port}/" + (f"?token={token}" if token else "")
+    app.server.controller.on_server_ready.add(
+        lambda **_: print(f"cxrweakloc app: reviewing {results_dir} at {address}", flush=True))
+    app.start(args.host, args.port, token)
+    return 0
