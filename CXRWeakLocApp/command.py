@@ -47,10 +47,11 @@ def run(args: argparse.Namespace) -> int:
         missing_inputs = [str(p) for p in inputs if not p.exists()]
         if missing_inputs:
             raise CXRWeakLocError(f"not found: {', '.join(missing_inputs)}")
-        if not find_radiographs(inputs):
+        files = find_radiographs(inputs)
+        if not files:
             raise CXRWeakLocError(f"no results or radiographs in {', '.join(map(str, inputs))}")
         results_dir = args.out
-        job = LocalisingJob(inputs, results_dir, args.model, args.findings, sys.executable)
+        job = LocalisingJob(files, results_dir, args.model, args.findings, sys.executable)
     token = args.token or (new_token() if needs_token(args.host) else None)
     app = ReviewApp(ReviewQueue(results_dir), job, autosave_seconds=args.autosave)
     host = f"[{args.host}]" if ":" in args.host else args.host

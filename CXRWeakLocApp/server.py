@@ -151,8 +151,13 @@ class ReviewApp:
             with v.VNavigationDrawer(permanent=True, width=400, location="right"):
                 self._review_ui()
                 v.VDivider()
+                with html.Div(classes="d-flex align-center px-2"):
+                    html.Span("Segment Editor", classes="text-subtitle-2 mr-auto")
+                    undo_redo = html.Div(classes="d-flex")
                 with html.Div(style="height: 480px;"):
                     editor_ui = SegmentEditorUI()
+                with undo_redo:
+                    editor_ui.build_undo_redo_buttons()
             with v.VMain(), html.Div(style="height: 100%; position: relative;"):
                 self.layout_manager.initialize_layout_grid(layout)
             html.Div(id="cxr-ready", v_if=("cxr_ready",), style="display: none;")
@@ -190,23 +195,23 @@ class ReviewApp:
                     html.Td("{{ finding.name }}{{ finding.edited ? ' (edited)' : '' }}")
                     html.Td("{{ finding.probability }}")
                     html.Td("{{ finding.area }}", classes="cxr-area")
-            v.VSlider(label="Heatmap opacity", v_model=("cxr_opacity",), min=0, max=1,
-                      step=0.05, hide_details=True, density="compact", id="cxr-opacity")
-            with html.Div(classes="d-flex align-center"):
+            with html.Div(id="cxr-opacity"):
+                v.VSlider(label="Heatmap opacity", v_model=("cxr_opacity",), min=0, max=1,
+                          step=0.05, hide_details=True, density="compact")
+            with html.Div(classes="d-flex align-center", id="cxr-threshold"):
                 v.VSlider(label="Mask threshold", v_model=("cxr_threshold",),
                           min=("cxr_rule.low",), max=("cxr_rule.high",),
                           step=("cxr_rule.step",), disabled=("!cxr_rule.adjustable",),
-                          hide_details=True, density="compact", id="cxr-threshold",
-                          thumb_label=True)
+                          hide_details=True, density="compact", thumb_label=True)
                 v.VBtn("Measured", size="small", variant="tonal", id="cxr-measured",
                        click=self.measured_threshold, disabled=("!cxr_rule.adjustable",))
             html.Div("{{ cxr_rule.hint }}", classes="text-caption mb-1")
-            v.VSlider(label="Window", v_model=("cxr_window",), min=0,
-                      max=("cxr_range[1] - cxr_range[0]",), hide_details=True,
-                      density="compact", id="cxr-window")
-            v.VSlider(label="Level", v_model=("cxr_level",), min=("cxr_range[0]",),
-                      max=("cxr_range[1]",), hide_details=True, density="compact",
-                      id="cxr-level")
+            with html.Div(id="cxr-window-level"):
+                v.VSlider(label="Window", v_model=("cxr_window",), min=0,
+                          max=("cxr_range[1] - cxr_range[0]",), hide_details=True,
+                          density="compact")
+                v.VSlider(label="Level", v_model=("cxr_level",), min=("cxr_range[0]",),
+                          max=("cxr_range[1]",), hide_details=True, density="compact")
 
     # --- life cycle ---------------------------------------------------------------------
 

@@ -56,7 +56,6 @@ def test_the_input_is_found_by_its_checksum(tmp_path, monkeypatch):
     """findings.json records the input relative to where localize ran: the queue looks
     there and above the results folder, and takes only the file with the same checksum."""
     from CXRWeakLocApp.studies import ReviewQueue, Study
-
     from CXRWeakLocLib.core.files import sha256_of
 
     image = tmp_path / "scans" / "x.png"
