@@ -11,6 +11,7 @@ it only when asked (the engine's CLI stays free of Slicer and trame).
 
 - :mod:`.studies`: the queue of a results folder and each study's status on disk (no Slicer).
 - :mod:`.access`: which addresses need a token, and the middleware that asks for it.
-- :mod:`.server`: the trame app (the page, the scene, the review, the edits, the saves).
+- :mod:`.server`: the trame app (the scene, the review, the edits, the saves); :mod:`.page`,
+  its page; :mod:`.localising`, the engine run on inputs given instead of results.
 - :mod:`.command`: what ``cxrweakloc app`` runs.
 """

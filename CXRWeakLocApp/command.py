@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
                               f"'cxrweakloc[app]' (missing: {', '.join(missing)})")
     from CXRWeakLocLib.core.radiograph import find_radiographs
 
-    from .server import LocalisingJob, ReviewApp
+    from .localising import LocalisingJob
+    from .server import ReviewApp
     from .studies import ReviewQueue
 
     for name in ("trame_client", "trame_server", "wslink", "aiohttp.access"):

@@ -16,21 +16,16 @@ import hashlib
 import logging
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import slicer
 from CXRWeakLocModuleLib import ENGINE_ROOT, mrml
-from CXRWeakLocModuleLib.logic import LocalizationLogic, stageText
-from CXRWeakLocModuleLib.process import EngineProcess, Progress, engineCommand, engineEnvironment
+from CXRWeakLocModuleLib.logic import LocalizationLogic
 from trame.app import get_server
-from trame.ui.vuetify3 import VAppLayout
-from trame.widgets import html
-from trame.widgets import vuetify3 as v
 from trame_server.utils.asynchronous import create_task
 from trame_slicer import module as trame_slicer_module
 from trame_slicer.app.logic import SegmentEditorLogic
-from trame_slicer.app.ui import SegmentEditorUI, create_vertical_view_gutter_ui
+from trame_slicer.app.ui import create_vertical_view_gutter_ui
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
@@ -39,43 +34,16 @@ from vtkmodules.vtkCommonCore import vtkCommand
 from CXRWeakLocLib.core.errors import CXRWeakLocError
 
 from .access import token_middleware
+from .localising import LocalisingJob
+from .page import build_page
 from .studies import EDITED, REVIEWED, TO_REVIEW, ReviewQueue, Study
 
-__all__ = ["LocalisingJob", "ReviewApp"]
+__all__ = ["ReviewApp"]
 
 logger = logging.getLogger(__name__)
 
 ICON = ENGINE_ROOT / "CXRWeakLoc" / "Resources" / "Icons" / "CXRWeakLoc.png"
 LAYOUT = "Radiograph"
-
-
-class LocalisingJob:
-    """The engine localising inputs into the results folder, in its own process (inputs
-    with complete results there are skipped, so a restart resumes)."""
-
-    def __init__(self, inputs: list[Path], out_dir: Path, model: str, findings: str,
-                 python: str) -> None:
-        self.process = EngineProcess(
-            engineCommand(python, inputs, out_dir, model, findings, overwrite=False),
-            engineEnvironment(ENGINE_ROOT))
-        self.count = len(inputs)
-        self.stage, self.fraction, self.code = "", 0.0, None
-
-    def poll(self) -> bool:
-        """Collect the engine's progress; True once it has exited."""
-        self.code, output = self.process.poll()
-        for item in output:
-            if isinstance(item, Progress):
-                self.stage, self.fraction = stageText(item.stage), item.fraction
-            else:
-                logger.info("engine: %s", item)
-        return self.code is not None
-
-    @property
-    def error(self) -> str:
-        """One line when the engine failed as a whole (1 is "some inputs failed")."""
-        return "" if self.code in (None, 0, 1) else self.process.lastMessage or (
-            f"the engine exited with code {self.code}")
 
 
 class ReviewApp:
@@ -107,7 +75,7 @@ class ReviewApp:
         self._nodes: list = []
         self._saved = ""  # fingerprint of what was last saved
         self._initial_state()
-        self._build_ui()
+        build_page(self)
         self.editor.active_segment_id_changed.connect(self._on_active_segment)
         self.editor.segmentation_modified.connect(self._on_segmentation_modified)
         self.server.controller.on_server_ready.add(self._on_ready)
@@ -118,8 +86,9 @@ class ReviewApp:
     def _initial_state(self) -> None:
         state = self.state
         state.trame__title = "CXRWeakLoc review"
-        state.trame__favicon = "data:image/png;base64," + base64.b64encode(
-            ICON.read_bytes()).decode()
+        if ICON.is_file():  # (a source tree; inline, so the page asks nothing more for it)
+            state.trame__favicon = "data:image/png;base64," + base64.b64encode(
+                ICON.read_bytes()).decode()
         state.update({
             "cxr_studies": [], "cxr_current": -1, "cxr_progress": "", "cxr_ready": False,
             "cxr_findings": [], "cxr_selected": "", "cxr_message": "", "cxr_saved": "",
@@ -132,86 +101,6 @@ class ReviewApp:
         state.change("cxr_threshold")(self._on_threshold)
         state.change("cxr_opacity")(self._on_opacity)
         state.change("cxr_window", "cxr_level")(self._on_window_level)
-
-    def _build_ui(self) -> None:
-        with VAppLayout(self.server, full_height=True, theme="dark") as layout:
-            with v.VAppBar(density="compact"):
-                v.VAppBarTitle("CXRWeakLoc review")
-                html.Span("{{ cxr_progress }}", id="cxr-progress", classes="mx-4")
-                v.VBtn("Previous", id="cxr-previous", click=self.previous_study,
-                       disabled=("cxr_current <= 0",), prepend_icon="mdi-chevron-left")
-                v.VBtn("Next", id="cxr-next", click=self.next_study,
-                       disabled=("cxr_current < 0",), append_icon="mdi-chevron-right",
-                       title="Save, mark reviewed and open the next study")
-                v.VBtn("Save", id="cxr-save", click=self.save,
-                       disabled=("cxr_current < 0",), prepend_icon="mdi-content-save")
-                html.Span("{{ cxr_saved }}", id="cxr-saved", classes="mx-4 text-caption")
-            with v.VNavigationDrawer(permanent=True, width=260, location="left"):
-                self._queue_ui()
-            with v.VNavigationDrawer(permanent=True, width=400, location="right"):
-                self._review_ui()
-                v.VDivider()
-                with html.Div(classes="d-flex align-center px-2"):
-                    html.Span("Segment Editor", classes="text-subtitle-2 mr-auto")
-                    undo_redo = html.Div(classes="d-flex")
-                with html.Div(style="height: 480px;"):
-                    editor_ui = SegmentEditorUI()
-                with undo_redo:
-                    editor_ui.build_undo_redo_buttons()
-            with v.VMain(), html.Div(style="height: 100%; position: relative;"):
-                self.layout_manager.initialize_layout_grid(layout)
-            html.Div(id="cxr-ready", v_if=("cxr_ready",), style="display: none;")
-        self.editor_logic.set_ui(editor_ui)
-
-    def _queue_ui(self) -> None:
-        with html.Div(v_if=("cxr_engine.running",), classes="pa-2", id="cxr-engine"):
-            html.Div("{{ cxr_engine.text }}", classes="text-caption")
-            v.VProgressLinear(model_value=("cxr_engine.percent",), color="primary")
-        html.Div("{{ cxr_engine.error }}", v_if=("cxr_engine.error",),
-                 classes="pa-2 text-error text-caption", id="cxr-engine-error")
-        with v.VList(density="compact", id="cxr-queue"), v.VListItem(
-                v_for="(study, index) in cxr_studies", key="study.stem",
-                active=("index === cxr_current",), classes="cxr-study",
-                click=(self.open_study, "[index]"), disabled=("!!study.error",),
-                title=("study.stem",),
-                subtitle=("study.error || study.status",)), v.Template(v_slot_append=True):
-            v.VChip("{{ study.error ? 'failed' : study.status }}", size="x-small",
-                    color=("study.error ? 'error' : study.status === 'to review' ? "
-                           "'grey' : study.status === 'edited' ? 'warning' : 'success'",))
-
-    def _review_ui(self) -> None:
-        with html.Div(classes="pa-2"):
-            html.Div("{{ cxr_message }}", id="cxr-message", classes="text-caption mb-1")
-            with v.VTable(density="compact", id="cxr-findings"):
-                with html.Thead(), html.Tr():
-                    html.Th("Finding")
-                    html.Th("Probability")
-                    html.Th("Mask area")
-                with html.Tbody(), html.Tr(
-                        v_for="finding in cxr_findings", key="finding.name",
-                        classes="cxr-finding", style="cursor: pointer;",
-                        click=(self.select_finding, "[finding.name]"),
-                        raw_attrs=[':class="{ \'bg-primary\': finding.name === cxr_selected }"']):
-                    html.Td("{{ finding.name }}{{ finding.edited ? ' (edited)' : '' }}")
-                    html.Td("{{ finding.probability }}")
-                    html.Td("{{ finding.area }}", classes="cxr-area")
-            with html.Div(id="cxr-opacity"):
-                v.VSlider(label="Heatmap opacity", v_model=("cxr_opacity",), min=0, max=1,
-                          step=0.05, hide_details=True, density="compact")
-            with html.Div(classes="d-flex align-center", id="cxr-threshold"):
-                v.VSlider(label="Mask threshold", v_model=("cxr_threshold",),
-                          min=("cxr_rule.low",), max=("cxr_rule.high",),
-                          step=("cxr_rule.step",), disabled=("!cxr_rule.adjustable",),
-                          hide_details=True, density="compact", thumb_label=True)
-                v.VBtn("Measured", size="small", variant="tonal", id="cxr-measured",
-                       click=self.measured_threshold, disabled=("!cxr_rule.adjustable",))
-            html.Div("{{ cxr_rule.hint }}", classes="text-caption mb-1")
-            with html.Div(id="cxr-window-level"):
-                v.VSlider(label="Window", v_model=("cxr_window",), min=0,
-                          max=("cxr_range[1] - cxr_range[0]",), hide_details=True,
-                          density="compact")
-                v.VSlider(label="Level", v_model=("cxr_level",), min=("cxr_range[0]",),
-                          max=("cxr_range[1]",), hide_details=True, density="compact")
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -245,8 +134,11 @@ class ReviewApp:
 
         while True:
             await asyncio.sleep(self.autosave_seconds)
-            with self.state:
-                self.save()
+            try:
+                with self.state:
+                    self.save()
+            except Exception:  # a bug, not the user's: log it and keep saving
+                logger.exception("autosave failed")
 
     async def _engine_loop(self) -> None:
         import asyncio
