@@ -4,7 +4,7 @@ table, the sliders and Slicer's Segment Editor (right); ``cxr_*`` state keys, ``
 from __future__ import annotations
 
 from trame.ui.vuetify3 import VAppLayout
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets import vuetify3 as v
 from trame_slicer.app.ui import SegmentEditorUI
 
@@ -28,13 +28,15 @@ def build_page(app) -> None:
             html.Span("{{ cxr_saved }}", id="cxr-saved", classes="mx-4 text-caption")
         with v.VNavigationDrawer(permanent=True, width=260, location="left"):
             _queue(app)
-        with v.VNavigationDrawer(permanent=True, width=400, location="right"):
+        with v.VNavigationDrawer(permanent=True, width=440, location="right"):
             _review(app)
             v.VDivider()
             with html.Div(classes="d-flex align-center px-2"):
                 html.Span("Segment Editor", classes="text-subtitle-2 mr-auto")
                 undo_redo = html.Div(classes="d-flex")
-            with html.Div(style="height: 480px;"):
+            # a finding's segment is the model's: erase its mask rather than delete it
+            client.Style(".cxr-editor .mdi-delete-outline { display: none; }")
+            with html.Div(style="height: 480px;", classes="cxr-editor"):
                 editor_ui = SegmentEditorUI()
             with undo_redo:
                 editor_ui.build_undo_redo_buttons()

@@ -10,6 +10,7 @@ a path, the picture of the app in review (the README's) is written there.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -281,8 +282,10 @@ def test_a_paint_stroke_adds_voxels_to_that_segment_only_and_undo_takes_it_back(
         path = results / "reviewed" / "chest" / "chest.seg.nrrd"
         return slicerio.read_segmentation(str(path)) if path.exists() else None
 
+    status = results / "reviewed" / "chest" / "status.json"  # written last by a save
+
     page.click("#cxr-save")  # (or the autosave, every 3 s here)
-    wait_for(lambda: saved() is not None
+    wait_for(lambda: status.exists() and json.loads(status.read_text())["status"] == "edited"
              and mask(saved(), "Cardiomegaly").sum() == after["Cardiomegaly"],
              what="the edit saved")
     edited = saved()
@@ -304,8 +307,10 @@ def test_the_export_reads_back_with_the_edit_and_the_tags(session, results):
 
     from CXRWeakLocLib.core.findings import finding_by_name
 
-    segmentation = slicerio.read_segmentation(
-        str(results / "reviewed" / "chest" / "chest.seg.nrrd"))
+    folder = results / "reviewed" / "chest"
+    # an autosave may be writing: its files appear whole, by a rename, and nothing else stays
+    wait_for(lambda: not list(folder.glob(".*")), timeout=20, what="no partial file")
+    segmentation = slicerio.read_segmentation(str(folder / "chest.seg.nrrd"))
     for segment in segmentation["segments"]:
         tags = segment["tags"]
         assert tags["DICOM.SegmentAlgorithmType"] == (
@@ -313,10 +318,9 @@ def test_the_export_reads_back_with_the_edit_and_the_tags(session, results):
         assert tags["DICOM.SegmentAlgorithmName"] == "cam"
         assert segment["terminology"]["type"][1] == finding_by_name(segment["name"]).code.value
     assert sorted(s["name"] for s in segmentation["segments"]) == sorted(FINDINGS)
-    seg = pydicom.dcmread(results / "reviewed" / "chest" / "chest.SEG.dcm")
+    seg = pydicom.dcmread(folder / "chest.SEG.dcm")
     assert {s.SegmentLabel: s.SegmentAlgorithmType for s in seg.SegmentSequence} == {
         name: "SEMIAUTOMATIC" if name == "Cardiomegaly" else "AUTOMATIC" for name in FINDINGS}
-    assert not list((results / "reviewed" / "chest").glob(".*")), "a partial file was left"
 
 
 def test_the_status_survives_a_restart(session, browser, results, requests):
