@@ -35,26 +35,29 @@ def run(args: argparse.Namespace) -> int:
                               f"'cxrweakloc[app]' (missing: {', '.join(missing)})")
     from CXRWeakLocLib.core.radiograph import find_radiographs
 
-    from .localising import LocalisingJob
-    from .server import ReviewApp
     from .studies import ReviewQueue
 
-    for name in ("trame_client", "trame_server", "wslink", "aiohttp.access"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # one line per widget at INFO
     inputs = args.inputs or [args.out]
-    if len(inputs) == 1 and ReviewQueue.is_results_folder(inputs[0]):
-        results_dir, job = inputs[0], None
-    else:
+    files = []
+    if not (len(inputs) == 1 and ReviewQueue.is_results_folder(inputs[0])):
         missing_inputs = [str(p) for p in inputs if not p.exists()]
         if missing_inputs:
             raise CXRWeakLocError(f"not found: {', '.join(missing_inputs)}")
         files = find_radiographs(inputs)
         if not files:
             raise CXRWeakLocError(f"no results or radiographs in {', '.join(map(str, inputs))}")
-        results_dir = args.out
-        job = LocalisingJob(files, results_dir, args.model, args.findings, sys.executable)
+    results_dir = args.out if files else inputs[0]
+    queue = ReviewQueue(results_dir)
+    for name in ("trame_client", "trame_server", "trame_rca", "wslink", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # a line per widget at INFO
+
+    from .localising import LocalisingJob
+    from .server import ReviewApp
+
+    job = LocalisingJob(files, results_dir, args.model, args.findings,
+                        sys.executable) if files else None
     token = args.token or (new_token() if needs_token(args.host) else None)
-    app = ReviewApp(ReviewQueue(results_dir), job, autosave_seconds=args.autosave)
+    app = ReviewApp(queue, job, autosave_seconds=args.autosave)
     host = f"[{args.host}]" if ":" in args.host else args.host
     address = f"http://{host}:{args.port}/" + (f"?token={token}" if token else "")
     app.server.controller.on_server_ready.add(

@@ -11,6 +11,7 @@ runs it. The page makes no request outside this server.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -127,11 +128,12 @@ class ReviewApp:
             create_task(self._engine_loop())
 
     def _on_exit(self, **_) -> None:
+        """Save the open study; stop the engine (a restart resumes where it was)."""
         self.save()
+        if self.job is not None:
+            self.job.process.cancel()
 
     async def _autosave_loop(self) -> None:
-        import asyncio
-
         while True:
             await asyncio.sleep(self.autosave_seconds)
             try:
@@ -141,8 +143,6 @@ class ReviewApp:
                 logger.exception("autosave failed")
 
     async def _engine_loop(self) -> None:
-        import asyncio
-
         job, seen = self.job, 0.0
         while not job.poll():
             with self.state:

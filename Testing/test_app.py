@@ -95,3 +95,14 @@ def test_the_engine_never_imports_the_app():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=REPO, check=True, timeout=120)
     assert done.stdout.strip() == "[]"
+
+
+def test_app_refuses_what_it_cannot_serve_in_one_line(tmp_path, capsys):
+    from CXRWeakLocLib.cli import main
+
+    (tmp_path / "empty").mkdir()
+    for argument, reason in ((tmp_path / "absent", "not found: "),
+                             (tmp_path / "empty", "no results or radiographs in ")):
+        assert main(["app", str(argument)]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"cxrweakloc: error: {reason}{argument}"]
