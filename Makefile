@@ -15,7 +15,7 @@ SAMPLE := $(RESULTS)/sample/synthetic_chest.png
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,slicer,reports,train]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,slicer,reports,train,app]"
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps medspacy PyRuSH  # see pyproject
 	touch $(STAMP)
 
@@ -32,6 +32,7 @@ endif
 
 ## make test: the whole suite (unit, CLI end to end, real-data tier, Slicer logic) + ruff
 test: $(STAMP)
+	./scripts/system-packages.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

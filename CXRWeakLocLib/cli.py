@@ -1,4 +1,5 @@
-"""``cxrweakloc``: localize | evaluate | compare | train | models | reports | sample | synthetic.
+"""``cxrweakloc``: localize | evaluate | compare | train | models | reports | sample | synthetic
+| app.
 
 User mistakes end with one line on stderr and a non-zero exit code; a traceback
 means a bug.
@@ -109,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--finding", default="Cardiomegaly")
     sample.add_argument("--size", type=int, default=512)
     sample.add_argument("--seed", type=int, default=7)
+
+    app = commands.add_parser(
+        "app", help="review and edit results in a browser (needs the app extra)",
+        description="A results folder, or radiographs (files or folders) to localise on the "
+                    "fly into --out, served as a review and editing page.")
+    app.add_argument("inputs", nargs="*", type=Path,
+                     help="a results folder (default: --out), or radiographs to localise")
+    app.add_argument("--out", type=Path, default=Path("results"),
+                     help="where inputs are localised to (default: results)")
+    app.add_argument("--model", default=DEFAULT_MODEL, help="model for inputs localised here")
+    app.add_argument("--findings", default="positive",
+                     help="for inputs localised here: positive (default), all, or names")
+    app.add_argument("--host", default="127.0.0.1",
+                     help="address to serve on; any other than 127.0.0.1 needs a token")
+    app.add_argument("--port", type=int, default=8080)
+    app.add_argument("--token", help="the token every request must carry (default: none on "
+                                     "127.0.0.1, a new one printed once elsewhere)")
+    app.add_argument("--autosave", type=float, default=10.0, metavar="SECONDS",
+                     help="save edits this often (default: 10)")
 
     synthetic = commands.add_parser(
         "synthetic", help="write a synthetic dataset (PNGs, labels, boxes, masks) for evaluate")
@@ -278,8 +298,22 @@ def _synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app(args: argparse.Namespace) -> int:
+    # CXRWeakLocApp (beside the engine, not in it: it runs Slicer's MRML) is imported here
+    # only, so the engine never imports Slicer or trame.
+    try:
+        from CXRWeakLocApp.command import run
+    except ModuleNotFoundError as error:
+        if error.name != "CXRWeakLocApp":
+            raise
+        raise CXRWeakLocError("cxrweakloc app is not installed with this engine: pip install "
+                              "'cxrweakloc[app]'") from None
+    return run(args)
+
+
 COMMANDS = {"localize": _localize, "evaluate": _evaluate, "compare": _compare, "train": _train,
-            "models": _models, "reports": _reports, "sample": _sample, "synthetic": _synthetic}
+            "models": _models, "reports": _reports, "sample": _sample, "synthetic": _synthetic,
+            "app": _app}
 
 
 def main(argv: list[str] | None = None) -> int:

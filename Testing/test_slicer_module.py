@@ -461,6 +461,57 @@ def test_an_edit_flips_automatic_to_semiautomatic(finished, tmp_path):
     assert types[row.name] == "SEMIAUTOMATIC" and types[other.name] == "AUTOMATIC"
 
 
+def test_a_saved_export_is_imported_with_its_edits(finished, logic_module, radiograph_path,
+                                                  engine_dir, tmp_path):
+    """importResult from a reviewed .seg.nrrd: its SEMIAUTOMATIC segments as they were
+    drawn, the others made again by the card's rule (the web app's reopened study)."""
+    import slicer
+    from CXRWeakLocModuleLib import mrml
+    from slicer_scene import slicer_scene
+
+    logic, volume = finished
+    export = logic.exportSegmentation(tmp_path / "review.seg.nrrd")
+    edited = {r.name: mrml.segmentMask(logic.segmentation, r.segment_id, volume)
+              for r in logic.findings if logic._tracker.edited(r.segment_id)}
+    assert edited and len(edited) < len(logic.findings)
+    (folder,) = [p.parent for p in engine_dir.glob("*/findings.json")]
+    with slicer_scene():
+        other = logic_module.LocalizationLogic(python=sys.executable)
+        reopened = other.loadRadiograph(radiograph_path, "reopened")
+        other.importResult(reopened, folder, export)
+        for row in other.findings:
+            segment = other.segmentation.GetSegmentation().GetSegment(row.segment_id)
+            mask = mrml.segmentMask(other.segmentation, row.segment_id, reopened)
+            if row.name in edited:
+                assert segmentTag(segment, "DICOM.SegmentAlgorithmType") == "SEMIAUTOMATIC"
+                assert np.array_equal(mask, edited[row.name])
+            else:
+                assert segmentTag(segment, "DICOM.SegmentAlgorithmType") == "AUTOMATIC"
+                heatmap = slicer.util.arrayFromVolume(row.heatmap)[0]
+                assert np.array_equal(mask, apply_mask_rule(heatmap, other.maskRule))
+        other.cleanup()
+
+
+def test_a_failed_export_keeps_the_earlier_file(finished, tmp_path, monkeypatch):
+    """Exports are written under a temporary name and renamed: a failure mid-write leaves
+    the file of the last export whole, and no partial file."""
+    from CXRWeakLocLib.export import seg_nrrd
+
+    logic, _ = finished
+    path = logic.exportSegmentation(tmp_path / "kept.seg.nrrd")
+    before = path.read_bytes()
+
+    def failing(result, radiograph, target):
+        Path(target).write_bytes(b"half a file")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(seg_nrrd, "write_segmentation", failing)
+    with pytest.raises(OSError, match="No space"):
+        logic.exportSegmentation(path)
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]
+
+
 def _paint(logic, row, square: tuple[slice, slice]):
     """One Segment Editor stroke adding ``square`` to ``row``'s segment, through Slicer's
     own Segment Editor logic and an editor node as the Segment Editor module makes it."""
@@ -514,6 +565,35 @@ def test_painting_one_finding_leaves_the_others(finished):
     editor.SetAndObserveSegmentationNode(
         slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode"))
     assert editor.GetOverwriteMode() == slicer.vtkMRMLSegmentEditorNode.OverwriteAllSegments
+
+
+def test_an_undone_edit_is_tracked_again(finished):
+    """Undo brings back the model's mask and its AUTOMATIC tag; the tracker had stopped
+    watching the segment after its first edit, so the next edit stayed AUTOMATIC."""
+    import slicer
+    from CXRWeakLocModuleLib import mrml
+
+    logic, volume = finished
+    row = logic.findings[2]
+
+    def algorithm() -> str:
+        segment = logic.segmentation.GetSegmentation().GetSegment(row.segment_id)
+        return segmentTag(segment, "DICOM.SegmentAlgorithmType")
+
+    assert algorithm() == "AUTOMATIC"
+    before = mrml.segmentMask(logic.segmentation, row.segment_id, volume)
+    rows, columns = np.nonzero(~before)
+    square = (slice(rows[0], rows[0] + 10), slice(columns[0], columns[0] + 10))
+    history = slicer.vtkSegmentationHistory()  # what the Segment Editor's undo uses
+    history.SetSegmentation(logic.segmentation.GetSegmentation())
+    history.SaveState()
+    _paint(logic, row, square)
+    assert algorithm() == "SEMIAUTOMATIC"
+    assert history.RestorePreviousState()
+    assert algorithm() == "AUTOMATIC"
+    assert np.array_equal(mrml.segmentMask(logic.segmentation, row.segment_id, volume), before)
+    _paint(logic, row, square)
+    assert algorithm() == "SEMIAUTOMATIC"
 
 
 def _save_scene(scene, folder: Path) -> Path:

@@ -13,6 +13,7 @@ and load (:meth:`LocalizationLogic.restoreResults`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sys
@@ -48,6 +49,20 @@ def pythonExecutable() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
+@contextlib.contextmanager
+def _replacedWhole(path: Path):
+    """Yields a hidden sibling of ``path`` to write; renamed over ``path`` once written, so
+    ``path`` is never half-written (removed if writing fails)."""
+    from CXRWeakLocLib.core.files import partial_path
+
+    partial = partial_path(path)
+    try:
+        yield partial
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def stageText(stage: str) -> str:
     """What the panel shows for one of the engine's stages (``CXRWeakLocLib.batch.STAGES``)."""
     texts = {"reading": _("Reading"), "localising": _("Localising"),
@@ -67,6 +82,12 @@ class FindingRow:
     heatmap: object  # vtkMRMLScalarVolumeNode
     area_px: int = 0
     area_mm2: float | None = None
+
+    @property
+    def areaText(self) -> str:
+        """The mask area as the findings table shows it: pixels, and cm² when known."""
+        text = _("{pixels} px").format(pixels=self.area_px)
+        return text if self.area_mm2 is None else f"{text} ({self.area_mm2 / 100:.1f} cm²)"
 
     def record(self) -> dict:
         """What the parameter node keeps of this row (nodes are references there)."""
@@ -321,13 +342,20 @@ class LocalizationLogic:
 
     def importResults(self, inputVolume, resultsDir: Path) -> None:
         """Heatmap volumes and the findings segmentation of the run in ``resultsDir``."""
-        from CXRWeakLocLib.core.results import read_result
-
         folders = sorted(p.parent for p in Path(resultsDir).glob("*/findings.json"))
         if len(folders) != 1:
             raise RuntimeError(_("{folder}: expected one result folder, found {count}").format(
                 folder=resultsDir, count=len(folders)))
-        saved = read_result(folders[0])
+        self.importResult(inputVolume, folders[0])
+
+    def importResult(self, inputVolume, folder: Path, segmentationFile: Path | None = None) -> None:
+        """Heatmap volumes and the findings segmentation of one result folder (the engine's
+        ``OUT/<stem>``). ``segmentationFile``: a ``.seg.nrrd`` of these findings to start
+        from instead of the engine's (an earlier export with edits): its SEMIAUTOMATIC
+        segments are kept as they are, the others re-thresholded."""
+        from CXRWeakLocLib.core.results import read_result
+
+        saved = read_result(folder)
         self.clearResults()
         self.inputVolume = inputVolume
         self.maskRule = saved.mask_rule
@@ -342,7 +370,7 @@ class LocalizationLogic:
             return
         baseName = inputVolume.GetName()
         self.segmentation = mrml.loadSegmentation(
-            saved.layout.segmentation, inputVolume,
+            segmentationFile or saved.layout.segmentation, inputVolume,
             _("{name} findings").format(name=baseName))
         content = self.segmentation.GetSegmentation()
         for entry in saved.exported:
@@ -386,7 +414,7 @@ class LocalizationLogic:
                          for entry, heatmap in zip(results["findings"], heatmaps, strict=True)]
         self._tracker = mrml.EditTracker(segmentation, inputVolume)
         self._tracker.expectCurrent()
-        self._measure()
+        self.measure()
         return True
 
     def clearResults(self) -> None:
@@ -422,11 +450,11 @@ class LocalizationLogic:
             with self._tracker.writing():
                 mrml.setSegmentMask(self.segmentation, row.segment_id, mask, self.inputVolume)
             self._tracker.expect(row.segment_id, mask)
-        self._measure()
+        self.measure()
         return kept
 
-    def _measure(self) -> None:
-        """Each row's mask area, from the segment as it is now."""
+    def measure(self) -> None:
+        """Each row's mask area, from the segment as it is now (edits included)."""
         spacing = self.inputVolume.GetSpacing()
         for row in self.findings:
             mask = mrml.segmentMask(self.segmentation, row.segment_id, self.inputVolume)
@@ -453,8 +481,9 @@ class LocalizationLogic:
 
         if self.segmentation is None:
             raise RuntimeError(_("no segmentation to export"))
-        write_segmentation(self._localizationResult(), mrml.radiographGeometry(self.inputVolume),
-                           Path(path))
+        result, geometry = self._localizationResult(), mrml.radiographGeometry(self.inputVolume)
+        with _replacedWhole(Path(path)) as partial:
+            write_segmentation(result, geometry, partial)
         return Path(path)
 
     def canExportDicomSeg(self) -> bool:
@@ -475,7 +504,9 @@ class LocalizationLogic:
         source = self._dicomSource()
         if self.segmentation is None or source is None:
             raise RuntimeError(_("DICOM-SEG needs results of an input from a DICOM file"))
-        write_dicom_seg(self._localizationResult(), read_radiograph(source), Path(path))
+        result, radiograph = self._localizationResult(), read_radiograph(source)
+        with _replacedWhole(Path(path)) as partial:
+            write_dicom_seg(result, radiograph, partial)
         return Path(path)
 
     def _localizationResult(self):

@@ -291,16 +291,16 @@ class EditTracker:
         return segment is not None and segmentTag(segment, ALGORITHM_TYPE_TAG) == "SEMIAUTOMATIC"
 
     def _onModified(self, caller, event) -> None:
+        # Segments stay expected once edited: an undo brings back the model's mask with
+        # its AUTOMATIC tag (or a removed segment), and the next edit must flip it again.
         if self._paused:
             return
         with self.writing():  # the tags set below modify the segments again
-            for segmentId, expected in list(self._expected.items()):
+            for segmentId, expected in self._expected.items():
                 segment = caller.GetSegment(segmentId)
-                if segment is None:
-                    del self._expected[segmentId]
-                elif _digest(segmentMask(self.segmentation, segmentId,
-                                         self.referenceVolume)) != expected:
-                    del self._expected[segmentId]
+                if (segment is not None and not self.edited(segmentId)
+                        and _digest(segmentMask(self.segmentation, segmentId,
+                                                self.referenceVolume)) != expected):
                     segment.SetTag(ALGORITHM_TYPE_TAG, "SEMIAUTOMATIC")
 
     def stop(self) -> None:

@@ -56,12 +56,14 @@ def engineCommand(
     model: str,
     findings: str = "positive",
     device: str = "auto",
+    overwrite: bool = True,
 ) -> list[str]:
-    """The ``localize`` command line of the engine's CLI."""
+    """The ``localize`` command line of the engine's CLI (without ``overwrite``, inputs
+    with complete results in ``outDir`` are skipped)."""
     return [
         python, "-m", "CXRWeakLocLib", "localize", *map(str, inputs),
         "--out", str(outDir), "--model", model, "--findings", findings,
-        "--device", device, "--overwrite",
+        "--device", device, *(["--overwrite"] if overwrite else []),
     ]
 
 

@@ -310,10 +310,7 @@ class Panel(VTKObservationMixin):
         table = self.ui.findingsTable
         table.setRowCount(len(self.logic.findings))
         for index, row in enumerate(self.logic.findings):
-            area = _("{pixels} px").format(pixels=row.area_px)
-            if row.area_mm2 is not None:
-                area += f" ({row.area_mm2 / 100:.1f} cm²)"
-            for column, text in enumerate((row.name, f"{row.probability:.3f}", area)):
+            for column, text in enumerate((row.name, f"{row.probability:.3f}", row.areaText)):
                 table.setItem(index, column, qt.QTableWidgetItem(text))
 
     def onFindingSelected(self) -> None:
