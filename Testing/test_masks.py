@@ -82,3 +82,9 @@ def test_mask_and_boxes_is_the_rule_then_the_boxes(rule):
         mask, boxes = mask_and_boxes(heatmap, rule)
         np.testing.assert_array_equal(mask, apply_mask_rule(heatmap, rule))
         assert boxes == mask_boxes(mask)
+
+
+def test_a_constant_heatmap_has_an_empty_mask_and_no_boxes():
+    mask, boxes = mask_and_boxes(np.full((40, 30), 0.3, dtype=np.float32), MaskRule())
+    assert mask.shape == (40, 30) and not mask.any() and boxes == []
+    assert mask_boxes(np.zeros((40, 30), dtype=bool)) == []
