@@ -208,3 +208,15 @@ def test_covid19_metadata(tmp_path):
 def test_covid19_without_metadata():
     with pytest.raises(ConfigError, match="metadata.csv"):
         read_covid19(shared_path("fixtures/covid19"))
+
+
+def test_a_relative_images_list_is_found_in_the_dataset_folder(nih_mini, tmp_path, monkeypatch):
+    """``--root nih-mini --images-list dev_bbox_list.txt`` from any folder."""
+    from CXRWeakLocLib.data.sources import read_dataset
+
+    monkeypatch.chdir(tmp_path)
+    records = read_dataset("chestxray14", nih_mini, Path("dev_bbox_list.txt"))
+    assert len(records) == 446
+    (tmp_path / "dev_bbox_list.txt").write_text("00000032_037.png\n")  # the current folder wins
+    assert [r.id for r in read_dataset("chestxray14", nih_mini, Path("dev_bbox_list.txt"))] == [
+        "00000032_037.png"]

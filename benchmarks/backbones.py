@@ -10,6 +10,8 @@ per call divided by the threads: on a machine that other jobs share, it estimate
 uncontended wall time when ``wall s`` is inflated.
 
     python benchmarks/backbones.py [--sizes 256 384 512] [--batch-size 16] [--repeats 3]
+
+Rows print as they are measured (a Markdown table: pastes into RESULTS.md).
 """
 
 from __future__ import annotations
@@ -92,19 +94,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--backbones", nargs="+", choices=list(BACKBONES),
                         default=list(BACKBONES))
+    parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS),
+                        default=list(PRECISIONS))
     args = parser.parse_args()
     apply_threads(args)
     settings = [(name, size, precision) for name in args.backbones for size in args.sizes
-                for precision in PRECISIONS]
-    rows = []
-    for name, size, precision in tqdm(settings, desc="settings"):
-        figures = measure(BACKBONES[name], size, *PRECISIONS[precision], args)
-        rows.append((name, size, precision, *(f"{value:.3f}" for value in figures)))
+                for precision in args.precisions]
     print(machine_line("cpu"))
     print(f"cam network, {FINDINGS} findings, batch {args.batch_size}, AdamW; median of "
           f"{args.repeats} after one warm-up\n")
     print_table(["backbone", "px", "precision", "train step wall s", "train step cpu s",
-                 "inference wall s / image", "inference cpu s / image"], rows)
+                 "inference wall s / image", "inference cpu s / image"], [])
+    for name, size, precision in tqdm(settings, desc="settings"):
+        figures = measure(BACKBONES[name], size, *PRECISIONS[precision], args)
+        row = (name, size, precision, *(f"{value:.3f}" for value in figures))
+        tqdm.write("| " + " | ".join(str(cell) for cell in row) + " |")
 
 
 if __name__ == "__main__":

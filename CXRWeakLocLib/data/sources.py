@@ -29,13 +29,18 @@ def read_dataset(
     Args:
         name: one of :data:`DATASETS`.
         root: the dataset folder.
-        images_list: restrict to the images named in this file (ChestX-ray14 splits).
+        images_list: restrict to the images named in this file (ChestX-ray14 splits); a
+            relative path that is not in the current folder is looked up in ``root``
+            (``--root nih-mini --images-list dev_bbox_list.txt``).
         annotations: attach boxes/masks (evaluation only; training never asks).
         uncertainty: CheXpert's policy for uncertain labels (ones / zeros / ignore).
     """
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root}: dataset folder not found")
+    if images_list is not None and not Path(images_list).exists() \
+            and not Path(images_list).is_absolute() and (root / images_list).is_file():
+        images_list = root / images_list
     if name == "chestxray14":
         from .chestxray14 import read_chestxray14
 
