@@ -1,7 +1,7 @@
 """The CPU inference paths of one model: seconds per image and how far their maps are from eager.
 
 For each path (torch eager fp32, channels-last, bf16 autocast, ``torch.compile``, and
-ONNX Runtime when the ``onnxruntime`` package is installed) on ``--images`` synthetic
+ONNX Runtime as the Localizer runs it, when it does) on ``--batch-size`` synthetic
 radiographs prepared as the Localizer prepares them: median wall and process-CPU
 seconds per image at batch 1 (one study) and at ``--batch-size``, and the largest
 difference from eager of the min-max normalised maps (what heatmaps and masks are
@@ -14,14 +14,13 @@ stay within :data:`~CXRWeakLocLib.runtime.MAP_TOLERANCE` of eager.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import copy
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from common import (
     add_common_arguments,
@@ -34,26 +33,18 @@ from common import (
 
 from CXRWeakLocLib.core.radiograph import Radiograph
 from CXRWeakLocLib.localize import Localizer
-from CXRWeakLocLib.runtime import MAP_TOLERANCE
+from CXRWeakLocLib.runtime import MAP_TOLERANCE, normalised_maps
 
 
-def normalised(maps: torch.Tensor) -> np.ndarray:
-    """Each map min-max normalised, as heatmaps are."""
-    maps = maps.float()
-    low = maps.amin(dim=(-2, -1), keepdim=True)
-    span = (maps.amax(dim=(-2, -1), keepdim=True) - low).clamp_min(1e-12)
-    return ((maps - low) / span).numpy()
-
-
-def paths(network: torch.nn.Module, compile_model: bool) -> dict[str, Callable]:
+def paths(localizer: Localizer, compile_model: bool) -> dict[str, Callable]:
     """name -> function(batch) -> (logits, maps) of each inference path."""
-    eager = network.eval()
+    eager = localizer.model.network.eval()
     last = None
 
     def channels_last(batch):
         nonlocal last
         if last is None:
-            last = eager.to(memory_format=torch.channels_last)
+            last = copy.deepcopy(eager).to(memory_format=torch.channels_last)
         return last(batch.contiguous(memory_format=torch.channels_last))
 
     def bf16(batch):
@@ -64,31 +55,9 @@ def paths(network: torch.nn.Module, compile_model: bool) -> dict[str, Callable]:
              "bf16 autocast, channels-last": bf16}
     if compile_model:
         found["torch.compile (inductor)"] = torch.compile(eager)
-    with contextlib.suppress(ImportError):
-        found["ONNX Runtime"] = onnx_session(eager)
+    if localizer.fast_forward is not None:  # the Localizer's own (runtime.cpu_forward)
+        found["ONNX Runtime"] = localizer.fast_forward
     return found
-
-
-def onnx_session(network: torch.nn.Module) -> Callable:
-    """The network exported to ONNX (in memory) and run by ONNX Runtime on the CPU."""
-    import io
-
-    import onnxruntime
-
-    buffer = io.BytesIO()
-    example = torch.zeros(1, 1, 256, 256)
-    torch.onnx.export(network, (example,), buffer, input_names=["x"],
-                      output_names=["logits", "maps"], dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}},
-                      dynamo=False)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = onnxruntime.InferenceSession(buffer.getvalue(), options,
-                                           providers=["CPUExecutionProvider"])
-
-    def run(batch):
-        logits, maps = session.run(None, {"x": batch.numpy()})
-        return torch.from_numpy(logits), torch.from_numpy(maps)
-    return run
 
 
 def timed(function: Callable, batch: torch.Tensor, repeats: int) -> tuple[float, float]:
@@ -118,15 +87,14 @@ def main() -> None:
     images = [localizer.prepare(Radiograph(pixels=synthetic_pixels(512, seed)))
               for seed in range(args.batch_size)]
     batch, single = torch.stack(images), images[0][None]
-    network = localizer.model.network
     with torch.inference_mode():
-        reference_logits, reference_maps = network.eval()(batch)
-    reference = normalised(reference_maps)
+        reference_logits, reference_maps = localizer.model.network.eval()(batch)
+    reference = normalised_maps(reference_maps)
     rows = []
-    for name, function in paths(network, args.compile).items():
+    for name, function in paths(localizer, args.compile).items():
         with torch.inference_mode():
             logits, maps = function(batch)
-        map_error = float(np.abs(normalised(maps) - reference).max())
+        map_error = float((normalised_maps(maps) - reference).abs().max())
         probability_error = float((torch.sigmoid(logits.float())
                                    - torch.sigmoid(reference_logits)).abs().max())
         one = timed(function, single, args.repeats)
