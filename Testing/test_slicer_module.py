@@ -465,7 +465,6 @@ def test_a_saved_export_is_imported_with_its_edits(finished, logic_module, radio
                                                   engine_dir, tmp_path):
     """importResult from a reviewed .seg.nrrd: its SEMIAUTOMATIC segments as they were
     drawn, the others made again by the card's rule (the web app's reopened study)."""
-    import slicer
     from CXRWeakLocModuleLib import mrml
     from slicer_scene import slicer_scene
 
@@ -487,7 +486,7 @@ def test_a_saved_export_is_imported_with_its_edits(finished, logic_module, radio
                 assert np.array_equal(mask, edited[row.name])
             else:
                 assert segmentTag(segment, "DICOM.SegmentAlgorithmType") == "AUTOMATIC"
-                heatmap = slicer.util.arrayFromVolume(row.heatmap)[0]
+                heatmap = mrml.heatmapOnInput(row.heatmap, reopened)
                 assert np.array_equal(mask, apply_mask_rule(heatmap, other.maskRule))
         other.cleanup()
 

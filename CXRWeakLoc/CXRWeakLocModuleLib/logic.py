@@ -389,9 +389,11 @@ class LocalizationLogic:
         parameters.results = {"model": self.model, "mask_rule": self.maskRule.to_dict(),
                               "spacing_known": self.spacingKnown,
                               "findings": [row.record() for row in self.findings]}
-        # the engine's own masks, as its .seg.nrrd holds them (the slider re-thresholds)
-        self._tracker.expectCurrent()
-        self._measure()
+        if segmentationFile is None:  # the engine's masks, as its .seg.nrrd holds them
+            self._tracker.expectCurrent()
+            self.measure()
+        else:
+            self.setMaskRuleValue(self.maskRule.value)
         self.showFinding(self.findings[0].name)
 
     def restoreResults(self) -> bool:
