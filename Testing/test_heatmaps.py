@@ -6,9 +6,11 @@ from __future__ import annotations
 import nrrd
 import numpy as np
 import pytest
+import slicerio
 import torch
 from conftest import mirrored_copy_of_the_real_dicom, shared_path
 from test_export import LPS_TO_RAS, finding, synthetic_radiograph
+from test_masks import reference_mask_and_boxes
 
 from CXRWeakLocLib.core.heatmaps import grid_matrix, resample_heatmap
 from CXRWeakLocLib.core.masks import MaskRule, apply_mask_rule
@@ -143,3 +145,21 @@ def _ijk_to_ras(node) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def test_written_masks_are_the_reference_rule_and_heatmaps_resample_within_tolerance(
+        cam, tmp_path):
+    """The whole faster path on the real radiograph, every export: the .seg.nrrd's masks
+    are byte for byte the mask rule as first written applied to the full-resolution
+    heatmaps, and each heatmap file, resampled to the input, is that heatmap within 1e-3."""
+    radiograph = read_radiograph(shared_path("fixtures/dicom/siim_cxr.dcm"))
+    result = cam.localize([radiograph], "all")[0]
+    layout = export_all(result, radiograph, tmp_path)
+    segmentation = slicerio.read_segmentation(str(layout.segmentation))
+    for item in result.localized:
+        expected, boxes = reference_mask_and_boxes(item.heatmap, result.mask_rule)
+        segment = slicerio.segment_from_name(segmentation, item.name)
+        written = slicerio.segment_mask(segmentation, segment)[:, :, 0].T.astype(bool)
+        assert written.tobytes() == expected.tobytes() and item.boxes == boxes
+        grid = nrrd.read(str(layout.heatmap(item.name)), index_order="C")[0][0]
+        assert np.abs(resample_heatmap(grid, radiograph.size) - item.heatmap).max() <= 1e-3
