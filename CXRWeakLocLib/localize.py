@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from .checkpoint import LoadedModel, load_model
-from .core.masks import MaskRule, apply_mask_rule, mask_boxes, normalize_heatmap
+from .core.masks import MaskRule, mask_and_boxes, normalize_heatmap
 from .core.radiograph import Radiograph
 from .core.results import FindingResult, LocalizationResult, select_findings
 from .data.transforms import model_input_transform
 from .distributed import resolve_device
+from .runtime import cpu_forward
 
 __all__ = ["Localizer"]
 
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 class Localizer:
     """Runs one model on batches of radiographs.
+
+    On the CPU the network runs in ONNX Runtime where that agrees with torch within
+    :data:`~CXRWeakLocLib.runtime.MAP_TOLERANCE` (:func:`~CXRWeakLocLib.runtime.cpu_forward`),
+    else in torch eager; ``runtime`` says which.
 
     Args:
         model: a loaded model (see :func:`~CXRWeakLocLib.checkpoint.load_model`).
@@ -40,6 +45,12 @@ class Localizer:
         self.mask_rule = mask_rule or model.card.mask_rule
         self.transform = model_input_transform(model.card)
         self.findings = model.card.finding_objects
+        self.fast_forward = cpu_forward(model)
+
+    @property
+    def runtime(self) -> str:
+        """``onnxruntime`` or ``torch``: what runs the network."""
+        return "torch" if self.fast_forward is None else "onnxruntime"
 
     @classmethod
     def from_name(cls, name_or_path: str, device: str | torch.device = "auto") -> Localizer:
@@ -49,12 +60,13 @@ class Localizer:
     def prepare(self, radiograph: Radiograph) -> torch.Tensor:
         """The network input of one radiograph, ``(1, S, S)``, in display orientation."""
         pixels = radiograph.orientation.to_display(radiograph.pixels)
-        return torch.as_tensor(self.transform(pixels[np.newaxis]))
+        return self.transform(pixels[np.newaxis])
 
     def predict(self, batch: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         """Probabilities ``(B, C)`` and model-space maps ``(B, C, h, w)`` of a prepared batch."""
+        forward = self.fast_forward or self.model.network
         with torch.inference_mode(mode=not self.model.method.gradients_at_inference):
-            logits, maps = self.model.network(batch.to(self.model.device))
+            logits, maps = forward(batch.to(self.model.device))
         return torch.sigmoid(logits).float().cpu().numpy(), maps.detach().float().cpu()
 
     def localize(
@@ -100,25 +112,35 @@ class Localizer:
 
     def heatmap(self, maps: torch.Tensor, index: int, radiograph: Radiograph) -> np.ndarray:
         """One finding's model-space map on ``radiograph``'s pixel grid, normalised to [0, 1]."""
-        return self._heatmaps(maps, [index], radiograph)[0]
+        return self._heatmaps(maps, [index], radiograph)[0][0]
 
     @staticmethod
     def _heatmaps(maps: torch.Tensor, indices: list[int], radiograph: Radiograph
-                  ) -> list[np.ndarray]:
-        """The maps of ``indices`` upsampled together (one call) and normalised one by one.
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The maps of ``indices`` on the input's pixel grid and on their own grid.
 
-        The model saw the display orientation; the maps are upsampled there and turned
-        back to the stored orientation. Bilinear interpolation treats every channel on
-        its own, so each map comes out exactly as it would alone.
+        The maps are upsampled together (one call) and normalised one by one; each
+        comes with its model-space grid in the stored orientation, scaled by the same
+        range, so that :func:`~CXRWeakLocLib.core.heatmaps.resample_heatmap` of the
+        grid is the heatmap. The model saw the display orientation; the maps are
+        upsampled there and turned back to the stored orientation. Bilinear
+        interpolation treats every channel on its own, so each map comes out exactly
+        as it would alone.
         """
         if not indices:
             return []
         orientation = radiograph.orientation
+        chosen = maps[indices]
         upsampled = torch.nn.functional.interpolate(
-            maps[indices][None], size=orientation.display_size(radiograph.size),
+            chosen[None], size=orientation.display_size(radiograph.size),
             mode="bilinear", align_corners=False,
         )[0].numpy()
-        return [normalize_heatmap(orientation.from_display(map_)) for map_ in upsampled]
+        pairs = []
+        for map_, grid in zip(upsampled, chosen.numpy(), strict=True):
+            heatmap = orientation.from_display(map_)
+            pairs.append((normalize_heatmap(heatmap),
+                          normalize_heatmap(orientation.from_display(grid), like=heatmap)))
+        return pairs
 
     @staticmethod
     def _wanted(result: FindingResult, selection: str | list[str]) -> bool:
@@ -135,12 +157,11 @@ class Localizer:
             for index, finding in enumerate(self.findings)
         ]
         indices = [index for index, result in enumerate(results) if self._wanted(result, selection)]
-        for index, heatmap in zip(indices, self._heatmaps(maps, indices, radiograph),
-                                  strict=True):
+        for index, (heatmap, grid) in zip(indices, self._heatmaps(maps, indices, radiograph),
+                                          strict=True):
             result = results[index]
-            result.heatmap = heatmap
-            result.mask = apply_mask_rule(heatmap, self.mask_rule)
-            result.boxes = mask_boxes(result.mask)
+            result.heatmap, result.heatmap_grid = heatmap, grid
+            result.mask, result.boxes = mask_and_boxes(heatmap, self.mask_rule)
         return LocalizationResult(
             self.card.name, self.card.version, self.card.method, self.mask_rule, results
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,17 @@ def shared_path(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} is absent")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory) -> Path:
+    """Models exported for ONNX Runtime go to this session's folder (the CLI runs of the
+    tests inherit it), not the user's cache."""
+    from CXRWeakLocLib.runtime import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("onnx-cache")
+    os.environ[CACHE_ENV] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,11 @@ def test_localize_png_writes_every_export(tmp_path, sample, tiny_model):
     names = sorted(s["name"] for s in segmentation["segments"])
     assert names == sorted(f["name"] for f in record["findings"])
     heatmap, header = nrrd.read(str(folder / "chest.Atelectasis.heatmap.nrrd"))
-    assert heatmap.shape[:2] == (192, 192) and heatmap.dtype == np.float32
+    assert heatmap.dtype == np.float32 and heatmap.shape[2] == 1  # the model's grid ...
+    spacing = record["input"]["spacing_mm"]
+    np.testing.assert_allclose(  # ... spanning the 192 x 192 input
+        np.abs(np.diag(header["space directions"]))[:2] * heatmap.shape[:2],
+        [192 * spacing["column"], 192 * spacing["row"]])
     assert Image.open(folder / "chest.png").size[0] > 0
     assert not (folder / "chest.SEG.dcm").exists()  # PNG input: no DICOM-SEG
     summary = (out / "summary.csv").read_text().splitlines()

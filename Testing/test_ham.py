@@ -35,6 +35,7 @@ from CXRWeakLocLib.methods.ham.objective import (
     union_loss,
 )
 from CXRWeakLocLib.networks.backbone import BackboneConfig
+from CXRWeakLocLib.runtime import MAP_TOLERANCE
 from CXRWeakLocLib.train.config import load_config
 from CXRWeakLocLib.train.engine import train
 
@@ -284,7 +285,9 @@ def test_localize_gives_refined_maps_in_the_input_frame(tiny_ham_model):
         details = network(x, details=True)
     assert finding.probability == pytest.approx(torch.sigmoid(logits)[0, 0].item(), rel=1e-5)
     torch.testing.assert_close(maps, refine_cams(details.class_cams, (64, 64)))
-    np.testing.assert_allclose(finding.heatmap, localizer.heatmap(maps[0], 0, radiograph))
+    # the Localizer runs ONNX Runtime on the CPU: its maps are eager's within MAP_TOLERANCE
+    np.testing.assert_allclose(finding.heatmap, localizer.heatmap(maps[0], 0, radiograph),
+                               rtol=0, atol=MAP_TOLERANCE)
 
 
 def test_evaluate_a_tiny_ham_model(tiny_ham_model, tmp_path):

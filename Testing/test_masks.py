@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from CXRWeakLocLib.core.masks import Box, MaskRule, apply_mask_rule, mask_boxes, normalize_heatmap
+from CXRWeakLocLib.core.masks import (
+    Box,
+    MaskRule,
+    apply_mask_rule,
+    mask_and_boxes,
+    mask_boxes,
+    normalize_heatmap,
+    otsu_threshold,
+)
 
 
 def two_blobs() -> np.ndarray:
@@ -61,3 +70,64 @@ def test_normalize_and_rule_validation():
         with pytest.raises(ValueError, match="min_region_fraction must be in 0-1"):
             MaskRule("otsu", 0.0, speck_filter)
     assert MaskRule().with_value(0.3) == MaskRule("fraction_of_max", 0.3)
+
+
+@pytest.mark.parametrize("rule", [MaskRule("fraction_of_max", 0.5), MaskRule("otsu"),
+                                  MaskRule("mean_plus_k_std", 0.8, 0.3),
+                                  MaskRule("top_fraction", 0.2, 0.0)])
+def test_mask_and_boxes_is_the_rule_then_the_boxes(rule):
+    """One labelling for both (the Localizer's path) gives what the two steps give."""
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        heatmap = ndimage.zoom(rng.normal(size=(9, 11)), (23, 19), order=1)
+        mask, boxes = mask_and_boxes(heatmap, rule)
+        np.testing.assert_array_equal(mask, apply_mask_rule(heatmap, rule))
+        assert boxes == mask_boxes(mask)
+
+
+def test_a_constant_heatmap_has_an_empty_mask_and_no_boxes():
+    mask, boxes = mask_and_boxes(np.full((40, 30), 0.3, dtype=np.float32), MaskRule())
+    assert mask.shape == (40, 30) and not mask.any() and boxes == []
+    assert mask_boxes(np.zeros((40, 30), dtype=bool)) == []
+
+
+def reference_mask_and_boxes(heatmap: np.ndarray, rule: MaskRule):
+    """The rule as first written (before issue 24): the whole image labelled for the mask,
+    small regions dropped with ``np.isin``, the mask labelled again for its boxes."""
+    cut = _thresholded_reference(np.asarray(heatmap, dtype=np.float32), rule)
+    eight = np.ones((3, 3), dtype=bool)
+    labels, count = ndimage.label(cut, structure=eight)
+    if count > 1 and rule.min_region_fraction > 0:
+        sizes = np.bincount(labels.ravel())[1:]
+        cut = np.isin(labels, np.flatnonzero(sizes >= rule.min_region_fraction * sizes.max()) + 1)
+    labels, count = ndimage.label(cut, structure=eight)
+    if count == 0:
+        return cut, []
+    sizes, slices = np.bincount(labels.ravel())[1:], ndimage.find_objects(labels)
+    return cut, [Box(slices[i][1].start, slices[i][0].start, slices[i][1].stop, slices[i][0].stop)
+                 for i in np.argsort(-sizes, kind="stable")]
+
+
+def _thresholded_reference(heatmap: np.ndarray, rule: MaskRule) -> np.ndarray:
+    if rule.name == "mean_plus_k_std":
+        return heatmap > heatmap.mean() + rule.value * heatmap.std()
+    normalized = normalize_heatmap(heatmap)
+    if rule.name == "fraction_of_max":
+        return normalized >= rule.value
+    if rule.name == "otsu":
+        return normalized > otsu_threshold(normalized)
+    return normalized >= np.quantile(normalized, 1.0 - rule.value)
+
+
+@pytest.mark.parametrize("rule", [MaskRule("fraction_of_max", 0.5), MaskRule("otsu"),
+                                  MaskRule("mean_plus_k_std", 1.0),
+                                  MaskRule("top_fraction", 0.15, 0.0)])
+def test_masks_and_boxes_are_byte_identical_to_the_reference(rule):
+    """On speckled maps with many regions, near the image edges too."""
+    rng = np.random.default_rng(11)
+    for _ in range(25):
+        heatmap = ndimage.zoom(rng.normal(size=(12, 10)), (17, 23), order=1)
+        mask, boxes = mask_and_boxes(heatmap, rule)
+        expected_mask, expected_boxes = reference_mask_and_boxes(heatmap, rule)
+        assert mask.dtype == bool and mask.tobytes() == expected_mask.tobytes()
+        assert boxes == expected_boxes

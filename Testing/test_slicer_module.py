@@ -222,29 +222,83 @@ def test_results_are_under_the_inputs_parent(finished, scene):
 
 
 def test_heatmaps_line_up_with_the_input(finished):
-    import slicer
-
-    logic, volume = finished
-    for row in logic.findings:
-        assert np.allclose(_matrix(row.heatmap), _matrix(volume))
-        heatmap = slicer.util.arrayFromVolume(row.heatmap)
-        assert heatmap.shape == slicer.util.arrayFromVolume(volume).shape
-        assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
-    display = logic.findings[0].heatmap.GetDisplayNode()
-    assert "Heat" in display.GetColorNodeID() or "Inferno" in display.GetColorNodeID()
-
-
-def test_masks_are_the_mask_rule_of_the_heatmaps(finished):
+    """Each heatmap volume is the model's grid, its cells tiling the input volume."""
     import slicer
     from CXRWeakLocModuleLib import mrml
 
     logic, volume = finished
+    columns, rows, _ = volume.GetImageData().GetDimensions()
     for row in logic.findings:
-        heatmap = slicer.util.arrayFromVolume(row.heatmap)[0]
+        heatmap = slicer.util.arrayFromVolume(row.heatmap)
+        assert heatmap.shape == (1, 16, 16)  # the shipped cam's feature grid
+        assert np.allclose(_matrix(row.heatmap), mrml.heatmapGeometry((16, 16), volume))
+        corner = _matrix(row.heatmap) @ [-0.5, -0.5, 0, 1]  # the grid's outer corner ...
+        assert np.allclose(corner, _matrix(volume) @ [-0.5, -0.5, 0, 1])  # ... is the input's
+        far = _matrix(row.heatmap) @ [15.5, 15.5, 0, 1]
+        assert np.allclose(far, _matrix(volume) @ [columns - 0.5, rows - 0.5, 0, 1])
+    display = logic.findings[0].heatmap.GetDisplayNode()
+    assert "Heat" in display.GetColorNodeID() or "Inferno" in display.GetColorNodeID()
+
+
+def test_heatmap_maximum_is_where_the_engine_put_it_in_ras(finished, radiograph_path):
+    """The patient point (RAS) of each heatmap's maximum, as Slicer places the grid, is
+    the point of the engine's full-resolution maximum (what the files held before they
+    were stored on the model's grid), and the grid resampled there is that heatmap."""
+    import slicer
+    from CXRWeakLocModuleLib import mrml
+
+    from CXRWeakLocLib.core.radiograph import read_radiograph
+    from CXRWeakLocLib.localize import Localizer
+
+    logic, volume = finished
+    radiograph = read_radiograph(radiograph_path)
+    result = Localizer.from_name(str(CAM), "cpu").localize([radiograph], list(FINDINGS))[0]
+    spacing = np.array(volume.GetSpacing())
+    for row in logic.findings:
+        full = result.get(row.name).heatmap
+        np.testing.assert_allclose(mrml.heatmapOnInput(row.heatmap, volume), full, atol=1e-5)
+        r, c = np.unravel_index(np.argmax(full), full.shape)
+        engine_ras = _matrix(volume) @ [c, r, 0, 1]
+        grid = slicer.util.arrayFromVolume(row.heatmap)[0]
+        j, i = np.unravel_index(np.argmax(grid), grid.shape)
+        slicer_ras = _matrix(row.heatmap) @ [i, j, 0, 1]
+        # the engine's maximum lies in the grid's maximal cell ...
+        to_ijk = np.linalg.inv(_matrix(row.heatmap))
+        assert tuple(np.floor(to_ijk @ engine_ras + 0.5)[:2].astype(int)) == (i, j)
+        # ... at most half a cell (and half a pixel) from its centre; within one pixel
+        # when the maximum is inside the grid (bilinear peaks at a cell centre)
+        cell = np.abs(np.diag(_matrix(row.heatmap))[:3])
+        assert np.all(np.abs(slicer_ras - engine_ras)[:2] <= (cell / 2 + spacing / 2)[:2] + 1e-6)
+        if 0 < i < grid.shape[1] - 1 and 0 < j < grid.shape[0] - 1:
+            assert np.linalg.norm((slicer_ras - engine_ras)[:3]) <= np.linalg.norm(spacing[:2])
+
+
+def test_masks_are_the_mask_rule_of_the_heatmaps(finished):
+    from CXRWeakLocModuleLib import mrml
+
+    logic, volume = finished
+    for row in logic.findings:
+        heatmap = mrml.heatmapOnInput(row.heatmap, volume)
+        assert heatmap.shape == tuple(volume.GetImageData().GetDimensions()[1::-1])
         expected = apply_mask_rule(heatmap, logic.maskRule)
         mask = mrml.segmentMask(logic.segmentation, row.segment_id, volume)
         assert np.array_equal(mask, expected)
         assert row.area_px == int(expected.sum())
+
+
+def test_a_heatmap_that_does_not_lie_over_the_input_is_refused(finished, engine_dir):
+    import slicer
+    from CXRWeakLocModuleLib import mrml
+
+    logic, volume = finished
+    other = mrml.volumeFromRadiograph(mrml.radiographGeometry(volume), "moved")
+    other.SetOrigin(np.array(volume.GetOrigin()) + 5.0)
+    (path,) = engine_dir.glob(f"*/*.{FINDINGS[0]}.heatmap.nrrd")
+    count = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    with pytest.raises(RuntimeError, match="does not lie over the input volume"):
+        mrml.loadHeatmap(path, "stray", other)
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == count
+    slicer.mrmlScene.RemoveNode(other)
 
 
 def _shrinking_value(rule) -> float:
@@ -277,9 +331,9 @@ def test_rethreshold_changes_masks_without_rerunning(finished):
 
 def _expected_masks(logic) -> dict[str, np.ndarray]:
     """Each finding's mask as the card's rule makes it from its heatmap."""
-    import slicer
+    from CXRWeakLocModuleLib import mrml
 
-    return {row.name: apply_mask_rule(slicer.util.arrayFromVolume(row.heatmap)[0],
+    return {row.name: apply_mask_rule(mrml.heatmapOnInput(row.heatmap, logic.inputVolume),
                                       logic.maskRule) for row in logic.findings}
 
 
@@ -411,7 +465,6 @@ def test_a_saved_export_is_imported_with_its_edits(finished, logic_module, radio
                                                   engine_dir, tmp_path):
     """importResult from a reviewed .seg.nrrd: its SEMIAUTOMATIC segments as they were
     drawn, the others made again by the card's rule (the web app's reopened study)."""
-    import slicer
     from CXRWeakLocModuleLib import mrml
     from slicer_scene import slicer_scene
 
@@ -433,7 +486,7 @@ def test_a_saved_export_is_imported_with_its_edits(finished, logic_module, radio
                 assert np.array_equal(mask, edited[row.name])
             else:
                 assert segmentTag(segment, "DICOM.SegmentAlgorithmType") == "AUTOMATIC"
-                heatmap = slicer.util.arrayFromVolume(row.heatmap)[0]
+                heatmap = mrml.heatmapOnInput(row.heatmap, reopened)
                 assert np.array_equal(mask, apply_mask_rule(heatmap, other.maskRule))
         other.cleanup()
 
@@ -473,7 +526,7 @@ def _paint(logic, row, square: tuple[slice, slice]):
     editor.SetAndObserveSourceVolumeNode(logic.inputVolume)
     editor.SetAndObserveSegmentationNode(logic.segmentation)
     editor.SetSelectedSegmentID(row.segment_id)
-    stroke = np.zeros(logic.findings[0].heatmap.GetImageData().GetDimensions()[1::-1], np.uint8)
+    stroke = np.zeros(logic.inputVolume.GetImageData().GetDimensions()[1::-1], np.uint8)
     stroke[square] = 1
     modifier = mrml._referenceImage(logic.inputVolume)
     modifier.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
@@ -634,7 +687,8 @@ def test_volume_without_a_source_file_runs_through_nrrd(scene, logic_module, tin
     logic.start(volume, str(tiny_model), "Cardiomegaly", "cpu")
     assert logic.wait(timeout=300) == logic_module.State.FINISHED, logic.error
     (row,) = logic.findings
-    assert np.allclose(_matrix(row.heatmap), _matrix(volume))
+    grid = row.heatmap.GetImageData().GetDimensions()[1::-1]
+    assert np.allclose(_matrix(row.heatmap), mrml.heatmapGeometry(grid, volume))
     assert row.area_mm2 == pytest.approx(row.area_px * 0.143 * 0.143)
     assert not logic.canExportDicomSeg()
 

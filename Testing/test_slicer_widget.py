@@ -123,6 +123,7 @@ def test_user_run_through(session, build, sample_dicom, tmp_path):
     import pydicom
     import slicer
     import slicerio
+    from CXRWeakLocModuleLib import mrml
     from CXRWeakLocModuleLib.logic import SAMPLE_FILE, State
     from slicer_app import FileDialog
 
@@ -179,7 +180,7 @@ def test_user_run_through(session, build, sample_dicom, tmp_path):
     ui.thresholdSlider.value = _shrinking_value(rule)
     shrunk = segment_masks(logic)
     for row in logic.findings:
-        heatmap = slicer.util.arrayFromVolume(row.heatmap)[0]
+        heatmap = mrml.heatmapOnInput(row.heatmap, logic.inputVolume)
         assert np.array_equal(shrunk[row.name], apply_mask_rule(
             heatmap, rule.with_value(ui.thresholdSlider.value)))
     assert sum(m.sum() for m in shrunk.values()) < sum(measured.values())

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tarfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +40,14 @@ SIIM_DICOM = REPO.parent / "shared" / "data" / "fixtures" / "dicom" / "siim_cxr.
 #: The shipped ``cam`` model's architecture (training/configs/cam_nih_mini.toml).
 SHIPPED_ARCHITECTURE = {"backbone": {"name": "resnet18", "width": 0.5, "output_stride": 16}}
 SHIPPED_INPUT_SIZE = 256
+#: Models the benchmarks build when asked by name (random weights): the ImageNet-initialised
+#: EfficientNet-Lite0 that the next shipped models use, at 512 px.
+BUILT_MODELS = {
+    "lite0-512": {"architecture": {"backbone": {"name": "efficientnet-lite0",
+                                                "output_stride": 16}},
+                  "input_size": 512,
+                  "normalization": {"mean": 127.5 / 255.0, "std": 128.0 / 255.0}},
+}
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, model: str = "cam") -> None:
@@ -45,6 +57,50 @@ def add_common_arguments(parser: argparse.ArgumentParser, model: str = "cam") ->
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default: torch's choice)")
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compare", metavar="REF",
+                        help="also run this script on the engine of git REF (e.g. main or a "
+                             "commit) in a child process, and print old vs new side by side")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+
+
+def engine_of(ref: str, folder: Path) -> Path:
+    """The tree of git ``ref`` (engine and shipped models) extracted into ``folder``."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True,
+                             check=False)
+    if archive.returncode:
+        sys.exit(f"--compare {ref}: {archive.stderr.decode().strip() or 'git archive failed'}")
+    folder.mkdir(parents=True, exist_ok=True)
+    archive_path = folder.with_suffix(".tar")
+    archive_path.write_bytes(archive.stdout)
+    with tarfile.open(archive_path) as tar:
+        tar.extractall(folder, filter="data")
+    archive_path.unlink()
+    return folder
+
+
+def run_on_engine(ref: str, work: Path, argv: list[str]) -> dict:
+    """This script's figures (``--json``) measured on the engine of git ``ref``."""
+    tree = engine_of(ref, work / "ref-tree")
+    environment = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, sys.argv[0], *argv, "--json"]
+    run = subprocess.run(command, capture_output=True, text=True, env=environment,
+                         check=False)
+    if run.returncode:
+        sys.exit(f"--compare {ref}: the run on that engine failed:\n{run.stderr[-2000:]}")
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    if not figures.get("engine", "").startswith(str(tree)):
+        sys.exit(f"--compare {ref}: the child ran {figures.get('engine')}, not {tree}")
+    return figures
+
+
+def engine_path() -> str:
+    """Where the engine this process runs was imported from."""
+    import CXRWeakLocLib
+
+    return str(Path(CXRWeakLocLib.__file__).resolve().parent)
 
 
 def apply_threads(args: argparse.Namespace) -> None:
@@ -70,19 +126,28 @@ def machine_line(device: str) -> str:
 
 
 def model_folder(name_or_path: str, workdir: Path, method: str = "cam") -> tuple[Path, str]:
-    """The model to time and how to describe it: installed, or random weights."""
-    try:
-        return resolve_model(name_or_path), f"{name_or_path} (trained weights)"
-    except CheckpointError:
-        pass
+    """The model to time and how to describe it: installed, one of :data:`BUILT_MODELS`,
+    or the shipped architecture; the last two with random weights."""
+    built = BUILT_MODELS.get(name_or_path)
+    if built is None:
+        try:
+            return resolve_model(name_or_path), f"{name_or_path} (trained weights)"
+        except CheckpointError:
+            pass
     torch.manual_seed(0)
+    settings = built or {"architecture": SHIPPED_ARCHITECTURE, "input_size": SHIPPED_INPUT_SIZE}
     card = ModelCard(
-        name=f"random-{method}", method=method, architecture=dict(SHIPPED_ARCHITECTURE),
-        findings=[f.name for f in CHESTXRAY14], input_size=SHIPPED_INPUT_SIZE,
-        description="shipped architecture, random weights (benchmarks only)",
+        name=f"random-{name_or_path if built else method}", method=method,
+        architecture=dict(settings["architecture"]),
+        findings=[f.name for f in CHESTXRAY14], input_size=settings["input_size"],
+        normalization=dict(settings.get("normalization", {"mean": 0.5, "std": 0.5})),
+        description="random weights (benchmarks only)",
     )
     network = build_network(method, card.architecture, len(card.findings))
     folder = save_model(workdir / card.name, card, network, overwrite=True)
+    if built:
+        return folder, (f"{name_or_path}: {method} on {card.architecture['backbone']['name']}, "
+                        f"{card.input_size} px model input, random weights")
     return folder, f"{method}, shipped architecture, random weights ({name_or_path} not installed)"
 
 
@@ -148,6 +213,11 @@ def timed(function: Callable[[], object]) -> tuple[float, object]:
 
 def median_seconds(function: Callable[[], object], repeats: int) -> float:
     return statistics.median(timed(function)[0] for _ in range(repeats))
+
+
+def ratio(old: float, new: float) -> str:
+    """``old / new`` as a speed-up, e.g. ``5.1x``."""
+    return f"{old / new:.1f}x" if new > 0 else "-"
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

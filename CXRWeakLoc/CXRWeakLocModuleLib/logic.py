@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import slicer
 
 from . import ENGINE_ROOT, mrml
@@ -390,7 +389,11 @@ class LocalizationLogic:
         parameters.results = {"model": self.model, "mask_rule": self.maskRule.to_dict(),
                               "spacing_known": self.spacingKnown,
                               "findings": [row.record() for row in self.findings]}
-        self.setMaskRuleValue(self.maskRule.value)
+        if segmentationFile is None:  # the engine's masks, as its .seg.nrrd holds them
+            self._tracker.expectCurrent()
+            self.measure()
+        else:
+            self.setMaskRuleValue(self.maskRule.value)
         self.showFinding(self.findings[0].name)
 
     def restoreResults(self) -> bool:
@@ -445,7 +448,7 @@ class LocalizationLogic:
             if self._tracker.edited(row.segment_id):
                 kept.append(row.name)
                 continue
-            mask = apply_mask_rule(slicer.util.arrayFromVolume(row.heatmap)[0], rule)
+            mask = apply_mask_rule(mrml.heatmapOnInput(row.heatmap, self.inputVolume), rule)
             with self._tracker.writing():
                 mrml.setSegmentMask(self.segmentation, row.segment_id, mask, self.inputVolume)
             self._tracker.expect(row.segment_id, mask)
@@ -527,7 +530,7 @@ class LocalizationLogic:
             mask = mrml.segmentMask(self.segmentation, row.segment_id, self.inputVolume)
             results.append(FindingResult(
                 finding_by_name(row.name), row.probability, row.threshold,
-                heatmap=np.asarray(slicer.util.arrayFromVolume(row.heatmap)[0]),
+                heatmap=mrml.heatmapOnInput(row.heatmap, self.inputVolume),
                 mask=mask, boxes=mask_boxes(mask),
                 algorithm_type=mrml.segmentTag(content.GetSegment(row.segment_id),
                                                mrml.ALGORITHM_TYPE_TAG)))

@@ -26,7 +26,9 @@ __all__ = [
     "SOURCE_FILE_ATTRIBUTE",
     "EditTracker",
     "OverlapInSegmentEditor",
+    "heatmapGeometry",
     "heatmapNodeIDs",
+    "heatmapOnInput",
     "loadHeatmap",
     "loadSegmentation",
     "parentUnderStudy",
@@ -104,22 +106,50 @@ def heatmapNodeIDs(scene) -> list[str]:
     return [v.GetID() for v in volumes if v.GetAttribute(ROLE_ATTRIBUTE) == HEATMAP_ROLE]
 
 
-def loadHeatmap(path: Path, name: str, referenceVolume) -> slicer.vtkMRMLScalarVolumeNode:
-    """Read a heatmap NRRD into a scalar volume on ``referenceVolume``'s grid.
+def heatmapGeometry(shape: tuple[int, int], referenceVolume) -> np.ndarray:
+    """The IJK-to-RAS matrix of a heatmap grid of ``shape`` (rows, columns) whose cells
+    tile ``referenceVolume`` (:func:`CXRWeakLocLib.core.heatmaps.grid_matrix`)."""
+    from CXRWeakLocLib.core.heatmaps import grid_matrix
 
-    The engine computes each heatmap on the input's own pixel grid, so the volume
-    takes the input's IJK-to-RAS (the sizes must agree).
+    matrix = vtk.vtkMatrix4x4()
+    referenceVolume.GetIJKToRASMatrix(matrix)
+    columns, rows, _ = referenceVolume.GetImageData().GetDimensions()
+    return grid_matrix(slicer.util.arrayFromVTKMatrix(matrix), (rows, columns), shape)
+
+
+def loadHeatmap(path: Path, name: str, referenceVolume) -> slicer.vtkMRMLScalarVolumeNode:
+    """Read a heatmap NRRD into a scalar volume over ``referenceVolume``.
+
+    The engine writes a heatmap at the model's resolution, a grid of cells tiling the
+    input (or at the input's own grid); the file's geometry must be that placement
+    (within a micrometre), and the volume takes it exactly from the input's. Only the
+    in-plane axes and the origin are compared: of a single slice, Slicer's reader may
+    turn the third axis to make the frame right-handed.
     """
     node = _readNode(path, name, "vtkMRMLScalarVolumeNode",
                      slicer.vtkMRMLVolumeArchetypeStorageNode(), "a heatmap volume")
-    size = node.GetImageData().GetDimensions()
-    expected = referenceVolume.GetImageData().GetDimensions()
-    if size != expected:
+    columns, rows, slices = node.GetImageData().GetDimensions()
+    expected = heatmapGeometry((rows, columns), referenceVolume)
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    inPlane = [0, 1, 3]
+    if slices != 1 or not np.allclose(slicer.util.arrayFromVTKMatrix(matrix)[:, inPlane],
+                                      expected[:, inPlane], rtol=0.0, atol=1e-3):
         slicer.mrmlScene.RemoveNode(node)
-        raise RuntimeError(f"{path}: heatmap is {size}, the input volume is {expected}")
-    node.CopyOrientation(referenceVolume)
+        raise RuntimeError(f"{path}: the heatmap does not lie over the input volume")
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(expected))
     node.SetAttribute(ROLE_ATTRIBUTE, HEATMAP_ROLE)
     return node
+
+
+def heatmapOnInput(heatmap, referenceVolume) -> np.ndarray:
+    """A heatmap volume on ``referenceVolume``'s pixel grid (rows x columns), resampled
+    by the engine's :func:`CXRWeakLocLib.core.heatmaps.resample_heatmap`: masks are
+    drawn at the input's resolution, as the engine draws them."""
+    from CXRWeakLocLib.core.heatmaps import resample_heatmap
+
+    columns, rows, _ = referenceVolume.GetImageData().GetDimensions()
+    return resample_heatmap(slicer.util.arrayFromVolume(heatmap)[0], (rows, columns))
 
 
 def showHeatmap(heatmap, background, opacity: float = 0.4) -> None:

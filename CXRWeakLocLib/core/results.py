@@ -37,7 +37,8 @@ FINDINGS_FORMAT_VERSION = 1
 
 @dataclass
 class FindingResult:
-    """One finding on one radiograph. ``heatmap``/``mask`` are None when not selected."""
+    """One finding on one radiograph. ``heatmap``/``mask`` are None when not selected;
+    both are on the radiograph's pixel grid."""
 
     finding: Finding
     probability: float
@@ -51,6 +52,11 @@ class FindingResult:
     #: the radiograph with this finding's disease map removed, in [0, 1] (only for
     #: generative methods, which can heal an image)
     healed: np.ndarray | None = None
+    #: ``heatmap`` at the resolution the model made it (its feature grid, stored
+    #: orientation), scaled like ``heatmap``: ``resample_heatmap(heatmap_grid,
+    #: radiograph.size)`` is ``heatmap`` (see :mod:`~CXRWeakLocLib.core.heatmaps`);
+    #: None when only the full-resolution map exists
+    heatmap_grid: np.ndarray | None = None
 
     @property
     def name(self) -> str:

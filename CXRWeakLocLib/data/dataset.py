@@ -49,7 +49,7 @@ class ModelInputd(MapTransform):
 
     def __init__(self, keys: Sequence[str], card: ModelCard) -> None:
         super().__init__(keys)
-        self.transform: Transform = model_input_transform(card)
+        self.transform = model_input_transform(card)
 
     def __call__(self, data: dict) -> dict:
         data = dict(data)

@@ -13,7 +13,8 @@ import logging
 import secrets
 import shutil
 import tempfile
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..core.errors import CXRWeakLocError
@@ -27,13 +28,16 @@ from .heatmap_nrrd import write_heatmaps
 from .overview_png import write_overview
 from .seg_nrrd import write_segmentation
 
-__all__ = ["FORMATS", "export_all", "is_complete"]
+__all__ = ["EXPORT_THREADS", "FORMATS", "export_all", "is_complete"]
 
 logger = logging.getLogger(__name__)
 
 #: Optional formats; ``findings.json`` is always written. ``dicom-seg`` is written
 #: for DICOM input only, ``healed`` (NRRD + PNG) for generative methods only.
 FORMATS = ("seg-nrrd", "heatmap-nrrd", "dicom-seg", "png", "healed")
+#: Writers run side by side: gzip, numpy and Pillow let go of the GIL for most of
+#: their work, so two cores write one study's files in about the time of the longest.
+EXPORT_THREADS = 2
 
 
 def is_complete(layout: OutputLayout) -> bool:
@@ -45,18 +49,27 @@ def _write_files(
     result: LocalizationResult, radiograph: Radiograph, layout: OutputLayout,
     formats: Collection[str],
 ) -> None:
-    written: list[Path] = []
-    if "seg-nrrd" in formats and write_segmentation(result, radiograph, layout.segmentation):
-        written.append(layout.segmentation)
+    """Each chosen format's writer, :data:`EXPORT_THREADS` at a time, then ``findings.json``
+    (which lists what they wrote, in this order)."""
+
+    def written_if(path: Path, write: Callable[..., bool | None]) -> Callable[[], list[Path]]:
+        """A job running ``write(result, radiograph, path)``: ``[path]`` unless it says False."""
+        return lambda: [] if write(result, radiograph, path) is False else [path]
+
+    jobs: list[Callable[[], list[Path]]] = []
+    if "seg-nrrd" in formats:
+        jobs.append(written_if(layout.segmentation, write_segmentation))
     if "heatmap-nrrd" in formats:
-        written.extend(write_heatmaps(result, radiograph, layout))
-    if "dicom-seg" in formats and write_dicom_seg(result, radiograph, layout.dicom_seg):
-        written.append(layout.dicom_seg)
+        jobs.append(lambda: write_heatmaps(result, radiograph, layout))
+    if "dicom-seg" in formats:
+        jobs.append(written_if(layout.dicom_seg, write_dicom_seg))
     if "png" in formats:
-        write_overview(result, radiograph, layout.overview)
-        written.append(layout.overview)
+        jobs.append(written_if(layout.overview, write_overview))
     if "healed" in formats:
-        written.extend(write_healed(result, radiograph, layout))
+        jobs.append(lambda: write_healed(result, radiograph, layout))
+    with ThreadPoolExecutor(max_workers=EXPORT_THREADS) as pool:
+        futures = [pool.submit(job) for job in jobs]
+    written = [path for future in futures for path in future.result()]
     names = [path.name for path in written] + [layout.findings_json.name]
     write_findings_json(result, radiograph, layout.findings_json, names)
 

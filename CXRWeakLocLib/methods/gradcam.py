@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from captum.attr import LayerGradCam
 from torch import nn
 
 from ..core.card import ModelCard
@@ -38,6 +37,8 @@ class GradCAMNet(nn.Module):
         self.classifier = classifier
         self.target_layer = target_layer
         self.num_classes = classifier.num_classes
+        from captum.attr import LayerGradCam  # here: localising with other methods skips captum
+
         self._gradcam = LayerGradCam(self._logits, classifier.get_submodule(target_layer))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
